@@ -39,3 +39,16 @@ def exit_on_config_error() -> Iterator[None]:
         report(error)
         sys.stdout.flush()
         raise SystemExit(EXIT_BAD_INPUT) from None
+
+
+_started = False
+
+
+def mark_started() -> None:
+    """Record that a task (or a sweep's first trial) began: Hydra failures after this are not bad input."""
+    global _started
+    _started = True
+
+
+def started() -> bool:
+    return _started

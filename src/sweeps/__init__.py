@@ -1,0 +1,3 @@
+"""sweeps: Hydra configs, Optuna sweeps and MLflow tracking for fine-tuning language models."""
+
+__version__ = "0.1.0"

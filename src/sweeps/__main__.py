@@ -1,0 +1,64 @@
+"""`python -m sweeps <command> [args]`: the subcommand comes off argv before Hydra sees the rest."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m sweeps <command> [args]
+
+commands:
+  train [overrides]     one fine-tuning run (Hydra overrides: model=gpt2 lr=2e-5 ...);
+                        -m for a multirun or Optuna sweep (sweep=imdb_tpe); --cfg job, --info, --help
+  compare [--sweep N]   table of a sweep's trials (--format table|csv|json)
+  ui [--port P]         MLflow UI on the project's tracking store
+
+examples:
+  python -m sweeps train model=gpt2 lr=2e-5
+  python -m sweeps train experiment=offline
+  python -m sweeps train -m lr=1e-5,2e-5,5e-5 batch_size=8,16
+"""
+
+COMMANDS = ("train", "compare", "ui")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(
+            f"error: unknown command '{command}'; choose one of {', '.join(COMMANDS)} (python -m sweeps --help)",
+            file=sys.stderr,
+        )
+        return 2
+    if command == "train":
+        return _train(rest)
+    if command == "compare":
+        from sweeps.compare import main as compare
+
+        return compare(rest)
+    from sweeps.ui import main as ui
+
+    return ui(rest)
+
+
+def _train(rest: list[str]) -> int:
+    """Run the Hydra app with the remaining argv; a failure before any task started is bad input (exit 2)."""
+    from sweeps import errors
+    from sweeps.app import train_app
+
+    sys.argv = [f"{sys.argv[0]} train", *rest]
+    try:
+        train_app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        if code == 1 and not errors.started():
+            return errors.EXIT_BAD_INPUT
+        return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

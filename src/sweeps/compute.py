@@ -1,0 +1,62 @@
+"""The `compute` config group: where a run trains and at what precision."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class ComputeConfig:
+    # Name of the option, for reports (auto, cpu, local_gpus, ...).
+    name: str = "auto"
+    # auto picks cuda when a GPU is visible, else cpu.
+    device: str = "auto"
+    # auto: bf16 autocast on GPUs that support it, fp32 elsewhere.
+    precision: str = "auto"
+    # torch.compile the model (pays off on GPUs for runs longer than a few hundred steps).
+    compile: bool = False
+    # CPU threads for torch; null keeps torch's default.
+    threads: int | None = None
+
+
+def problems(cfg: ComputeConfig) -> list[str]:
+    """Checks of the values alone."""
+    errors = []
+    if cfg.device not in DEVICES:
+        errors.append(f"compute.device={cfg.device}: choose one of {', '.join(DEVICES)}")
+    if cfg.precision not in PRECISIONS:
+        errors.append(f"compute.precision={cfg.precision}: choose one of {', '.join(PRECISIONS)}")
+    if cfg.threads is not None and cfg.threads < 1:
+        errors.append(f"compute.threads={cfg.threads}: must be >= 1, or null for torch's default")
+    return errors
+
+
+def resolve_device(cfg: ComputeConfig) -> str:
+    """The torch device string a run uses."""
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        from sweeps.errors import ConfigError
+
+        raise ConfigError("compute.device=cuda: no GPU is visible here; use compute=cpu")
+    return cfg.device
+
+
+def autocast(cfg: ComputeConfig, device: str) -> AbstractContextManager:
+    """Mixed-precision context for forward passes (fp32 gets none)."""
+    import torch
+
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)

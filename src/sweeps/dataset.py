@@ -1,0 +1,198 @@
+"""The `dataset` config group: its schema and the loader that turns it into train/eval splits."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import MISSING
+
+from sweeps.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class DatasetConfig:
+    # Hub dataset id (e.g. imdb, glue); ignored when `path` is set.
+    name: str | None = "imdb"
+    # Hub config name (e.g. sst2 for glue).
+    subset: str | None = None
+    # Local folder (files named after their split: train*.jsonl, test*.csv, ...) or one file.
+    path: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    train_split: str = "train"
+    eval_split: str = "test"
+    # Number of examples drawn (after shuffling) from each split; null takes the whole split.
+    train_size: int | None = None
+    eval_size: int | None = None
+    shuffle: bool = True
+    seed: int = MISSING
+    # Class names in label order; a causal LM scores " <name>" after the prompt.
+    label_names: list[str] = field(default_factory=lambda: ["negative", "positive"])
+    prompt: str = "Review: {text}\nSentiment:"
+
+
+@dataclass
+class Splits:
+    """The examples a run trains and evaluates on, with what identifies them."""
+
+    train: pd.DataFrame
+    eval: pd.DataFrame
+    source: str
+    fingerprint: str
+    eval_fingerprint: str
+
+
+def problems(cfg: DatasetConfig) -> list[str]:
+    """Checks that need no data: sizes, paths, prompt."""
+    errors = []
+    for key in ("train_size", "eval_size"):
+        value = getattr(cfg, key)
+        if value is not None and value <= 0:
+            errors.append(f"dataset.{key}={value}: must be a positive number of examples, or null for all")
+    if cfg.path is None and not cfg.name:
+        errors.append("dataset.path is missing: set dataset.path=/path/to/folder (JSONL, CSV or Parquet files)")
+    if cfg.path is not None and not Path(cfg.path).expanduser().exists():
+        errors.append(f"dataset.path={cfg.path}: no such file or folder; point it at your data")
+    if len(cfg.label_names) < 2:
+        errors.append("dataset.label_names: needs at least two class names, e.g. [negative,positive]")
+    if "{text}" not in cfg.prompt:
+        errors.append(r"dataset.prompt: must contain {text}, e.g. 'Review: {text}\nSentiment:'")
+    return errors
+
+
+def load_splits(cfg: DatasetConfig) -> Splits:
+    """Read both splits, check columns and labels, draw the configured sizes."""
+    if cfg.path is not None:
+        train, evals, source = _read_local(cfg)
+    else:
+        train, evals, source = _read_hub(cfg)
+    train = _select(cfg, train, cfg.train_split, cfg.train_size, "train_size")
+    evals = _select(cfg, evals, cfg.eval_split, cfg.eval_size, "eval_size")
+    train_fp, eval_fp = _fingerprint(train), _fingerprint(evals)
+    return Splits(
+        train=train,
+        eval=evals,
+        source=source,
+        fingerprint=hashlib.sha256((train_fp + eval_fp).encode()).hexdigest()[:16],
+        eval_fingerprint=eval_fp,
+    )
+
+
+def _read_local(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    root = Path(cfg.path).expanduser().resolve()
+    if root.is_file():
+        frame = _read_files([root], "dataset.path")
+        holdout = cfg.eval_size or max(1, len(frame) // 10)
+        frame = frame.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
+        if holdout >= len(frame):
+            raise ConfigError(
+                f"dataset.eval_size={holdout}: the file {root} has only {len(frame)} rows; "
+                "set a smaller dataset.eval_size"
+            )
+        return frame.iloc[holdout:], frame.iloc[:holdout], str(root)
+    files = sorted(p for p in root.iterdir() if p.suffix in SUFFIXES)
+    if not files:
+        raise ConfigError(
+            f"dataset.path={cfg.path}: no .jsonl, .json, .csv or .parquet files in {root}; "
+            "point it at the folder that holds them"
+        )
+    found = sorted({p.name.split(".")[0].split("-")[0] for p in files})
+
+    def split_files(key: str, split: str) -> list[Path]:
+        chosen = [p for p in files if p.name.split(".")[0].split("-")[0] == split]
+        if not chosen:
+            raise ConfigError(
+                f"dataset.{key}={split}: no file for that split in {root} (found: {', '.join(found)}); "
+                f"set dataset.{key} to one of them"
+            )
+        return chosen
+
+    train = _read_files(split_files("train_split", cfg.train_split), "dataset.path")
+    evals = _read_files(split_files("eval_split", cfg.eval_split), "dataset.path")
+    return train, evals, str(root)
+
+
+def _read_files(paths: list[Path], key: str) -> pd.DataFrame:
+    import pandas as pd
+
+    frames = []
+    for path in paths:
+        kind = SUFFIXES[path.suffix]
+        try:
+            if kind == "json":
+                frames.append(pd.read_json(path, lines=path.suffix == ".jsonl"))
+            elif kind == "csv":
+                frames.append(pd.read_csv(path))
+            else:
+                frames.append(pd.read_parquet(path))
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"{key}: cannot read {path} as {kind} ({exc}); fix or remove the file") from exc
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_hub(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    from sweeps import hub
+
+    if not hub.reachable():
+        raise hub.unreachable_error("dataset", cfg.name or "")
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(cfg.name, cfg.subset)
+    except (ConnectionError, FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"dataset.name={cfg.name}: cannot load it from the Hub ({exc})") from exc
+    for key, split in (("train_split", cfg.train_split), ("eval_split", cfg.eval_split)):
+        if split not in loaded:
+            raise ConfigError(f"dataset.{key}={split}: '{cfg.name}' has splits {', '.join(loaded)}; pick one of them")
+    source = f"hf://datasets/{cfg.name}" + (f"/{cfg.subset}" if cfg.subset else "")
+    return loaded[cfg.train_split].to_pandas(), loaded[cfg.eval_split].to_pandas(), source
+
+
+def _select(cfg: DatasetConfig, frame: pd.DataFrame, split: str, size: int | None, key: str) -> pd.DataFrame:
+    for column_key in ("text_column", "label_column"):
+        column = getattr(cfg, column_key)
+        if column not in frame.columns:
+            raise ConfigError(
+                f"dataset.{column_key}={column}: split '{split}' has no such column "
+                f"(columns: {', '.join(map(str, frame.columns))}); set dataset.{column_key} to one of them"
+            )
+    frame = frame[[cfg.text_column, cfg.label_column]].rename(
+        columns={cfg.text_column: "text", cfg.label_column: "label"}
+    )
+    labels = frame["label"]
+    n_classes = len(cfg.label_names)
+    bad = labels[~labels.isin(range(n_classes))]
+    if len(bad):
+        raise ConfigError(
+            f"dataset.label_column={cfg.label_column}: split '{split}' has labels outside 0..{n_classes - 1} "
+            f"(e.g. {bad.iloc[0]!r}); map them to integers or set dataset.label_names to {n_classes}+ classes"
+        )
+    if size is not None and size > len(frame):
+        raise ConfigError(
+            f"dataset.{key}={size}: split '{split}' has only {len(frame)} examples; "
+            f"set dataset.{key}<={len(frame)} or null"
+        )
+    if cfg.shuffle:
+        frame = frame.sample(frac=1.0, random_state=cfg.seed)
+    if size is not None:
+        frame = frame.iloc[:size]
+    frame = frame.reset_index(drop=True)
+    frame["label"] = frame["label"].astype("int64")
+    frame["text"] = frame["text"].astype(str)
+    return frame
+
+
+def _fingerprint(frame: pd.DataFrame) -> str:
+    digest = hashlib.sha256()
+    for text, label in zip(frame["text"], frame["label"], strict=True):
+        digest.update(text.encode())
+        digest.update(b"\x00%d\x01" % label)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,199 @@
+"""The training loop and evaluation, top to bottom: batches in, loss down, metrics out."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sweeps.tokens import Encoded, collate
+
+if TYPE_CHECKING:
+    import torch
+
+# Positions per chunk when the LM head's logits are computed piecewise (never the full fp32 logits).
+LOGIT_CHUNK = 1024
+
+
+@dataclass
+class Evaluation:
+    """Predictions on the eval set and the losses behind them."""
+
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    loss: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    steps: int
+    tokens: int
+    padded_tokens: int
+    seconds: float
+    last_loss: float
+
+
+def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy from the base model's hidden states, the LM head applied chunk by chunk
+    under activation checkpointing, so (batch, seq, vocab) fp32 logits are never held at once."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+    head = model.get_output_embeddings()
+    hidden = hidden[:, :-1].reshape(-1, hidden.size(-1))
+    targets = batch["labels"][:, 1:].reshape(-1)
+    keep = targets != -100
+    hidden, targets = hidden[keep], targets[keep]
+
+    def chunk_loss(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(head(h).float(), t, reduction="sum")
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, targets.numel(), LOGIT_CHUNK):
+        h, t = hidden[start : start + LOGIT_CHUNK], targets[start : start + LOGIT_CHUNK]
+        total = total + (checkpoint(chunk_loss, h, t, use_reentrant=False) if h.requires_grad else chunk_loss(h, t))
+    return total / max(1, targets.numel()) if reduction == "mean" else total
+
+
+def fit(
+    model: torch.nn.Module,
+    batches: Iterator[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    steps: int,
+    grad_accum: int,
+    max_grad_norm: float,
+    device: str,
+    autocast,
+    causal_lm: bool,
+    on_log: Callable[[int, float, float, float], None],
+    on_eval: Callable[[int], None],
+    eval_every: int,
+    log_every: int,
+    progress: bool = True,
+) -> FitResult:
+    """Run `steps` optimizer steps; log every `log_every`, evaluate every `eval_every` and at the end."""
+    import torch
+    from tqdm.auto import tqdm
+
+    model.train()
+    tokens = padded = 0
+    loss_value = float("nan")
+    start = time.perf_counter()
+    bar = tqdm(total=steps, desc="train", unit="step", disable=None if progress else True, leave=False)
+    for step in range(1, steps + 1):
+        for _ in range(grad_accum):
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            tokens += int(batch["attention_mask"].sum())
+            padded += batch["attention_mask"].numel()
+            with autocast:
+                loss = lm_loss(model, batch) if causal_lm else model(**batch).loss
+            (loss / grad_accum).backward()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss is {loss_value} at step {step}; lower lr or check the data")
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        rate = scheduler.get_last_lr()[0]
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{rate:.2e}")
+        if step % log_every == 0 or step == steps:
+            on_log(step, loss_value, rate, tokens / (time.perf_counter() - start))
+        if eval_every and step % eval_every == 0 and step != steps:
+            on_eval(step)
+            model.train()
+    bar.close()
+    seconds = time.perf_counter() - start
+    on_eval(steps)
+    return FitResult(steps=steps, tokens=tokens, padded_tokens=padded, seconds=seconds, last_loss=loss_value)
+
+
+def evaluate_classifier(
+    model: torch.nn.Module,
+    enc: Encoded,
+    batch_size: int,
+    pad_id: int,
+    device: str,
+    autocast,
+    progress: bool = True,
+) -> Evaluation:
+    """Argmax of the classification head over the eval set (batched by length), with its mean loss."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    model.eval()
+    order = np.argsort(-enc.lengths, kind="stable")
+    preds = np.empty(len(enc), dtype=np.int64)
+    total = 0.0
+    with torch.no_grad():
+        for start in tqdm(range(0, len(enc), batch_size), desc="eval", disable=None if progress else True, leave=False):
+            rows = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collate(enc, rows, pad_id, lm_labels=False).items()}
+            with autocast:
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = logits.float()
+            total += float(F.cross_entropy(logits, batch["labels"], reduction="sum"))
+            preds[rows] = logits.argmax(-1).cpu().numpy()
+    return Evaluation(y_true=enc.labels, y_pred=preds, loss=total / max(1, len(enc)))
+
+
+def evaluate_label_words(
+    model: torch.nn.Module,
+    enc: Encoded,
+    answers: list[list[int]],
+    batch_size: int,
+    pad_id: int,
+    device: str,
+    autocast,
+    progress: bool = True,
+) -> Evaluation:
+    """Score each class's label word after the prompt; predict the likeliest. The loss and perplexity
+    are those of the prompt followed by the true label word."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    model.eval()
+    head = model.get_output_embeddings()
+    order = np.argsort(-enc.lengths, kind="stable")
+    scores = np.zeros((len(enc), len(answers)))
+    nll = 0.0
+    n_tokens = 0
+    with torch.no_grad():
+        for start in tqdm(range(0, len(enc), batch_size), desc="eval", disable=None if progress else True, leave=False):
+            rows = order[start : start + batch_size]
+            for c, answer in enumerate(answers):
+                seqs = [np.concatenate([enc.row(int(i)), answer]) for i in rows]
+                candidate = Encoded.from_rows([s.tolist() for s in seqs], enc.labels[rows])
+                batch = collate(candidate, np.arange(len(rows)), pad_id, lm_labels=True)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with autocast:
+                    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+                lengths = batch["attention_mask"].sum(1)
+                for j in range(len(rows)):
+                    n = int(lengths[j])
+                    logp = F.log_softmax(head(hidden[j, : n - 1]).float(), dim=-1)
+                    picked = logp.gather(1, batch["input_ids"][j, 1:n, None]).squeeze(1)
+                    scores[rows[j], c] = float(picked[-len(answer) :].sum())
+                    if enc.labels[rows[j]] == c:
+                        nll -= float(picked.sum())
+                        n_tokens += n - 1
+    loss = nll / max(1, n_tokens)
+    return Evaluation(
+        y_true=enc.labels,
+        y_pred=scores.argmax(1),
+        loss=loss,
+        extra={"perplexity": float(math.exp(min(loss, 50)))},
+    )

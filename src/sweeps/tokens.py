@@ -1,0 +1,189 @@
+"""Tokenised data: encoded once per fingerprint, cached on disk for every trial, batched with little padding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from sweeps.dataset import DatasetConfig, Splits
+
+log = logging.getLogger(__name__)
+CHUNK = 1000
+
+
+@dataclass
+class Encoded:
+    """Token rows stored flat: row i is ids[offsets[i]:offsets[i+1]]."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+    @classmethod
+    def from_rows(cls, rows: list[list[int]], labels: np.ndarray) -> Encoded:
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(r) for r in rows])
+        ids = np.fromiter((t for r in rows for t in r), dtype=np.int32, count=int(offsets[-1]))
+        return cls(ids=ids, offsets=offsets, labels=np.asarray(labels, dtype=np.int64))
+
+
+@dataclass
+class Encodings:
+    train: Encoded
+    eval: Encoded
+    key: str
+    cached: bool
+
+
+def cache_key(splits: Splits, tokenizer_id: str, max_length: int, task: str, data: DatasetConfig) -> str:
+    """Everything that changes the token ids, hashed."""
+    parts = {
+        "data": splits.fingerprint,
+        "tokenizer": tokenizer_id,
+        "max_length": max_length,
+        "task": task,
+        "prompt": data.prompt if task == "causal_lm" else None,
+        "labels": list(data.label_names) if task == "causal_lm" else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def encode(
+    splits: Splits,
+    tokenizer: PreTrainedTokenizerBase,
+    tokenizer_id: str,
+    max_length: int,
+    task: str,
+    data: DatasetConfig,
+    cache_dir: Path,
+    progress: bool = True,
+) -> Encodings:
+    """Token ids for both splits, from the cache when this fingerprint was encoded before."""
+    key = cache_key(splits, tokenizer_id, max_length, task, data)
+    path = cache_dir / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            parts = {name: stored[name] for name in stored.files}
+        return Encodings(_unpack(parts, "train"), _unpack(parts, "eval"), key, cached=True)
+    if task == "classification":
+        train = _encode_texts(tokenizer, splits.train, max_length, progress, "train")
+        evals = _encode_texts(tokenizer, splits.eval, max_length, progress, "eval")
+    else:
+        train = _encode_prompts(tokenizer, splits.train, max_length, data, progress, "train", with_answer=True)
+        evals = _encode_prompts(tokenizer, splits.eval, max_length, data, progress, "eval", with_answer=False)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{key}.{os.getpid()}.npz"
+    np.savez(tmp, **_pack(train, "train"), **_pack(evals, "eval"))
+    os.replace(tmp, path)  # atomic: concurrent trials never read half a file
+    return Encodings(train, evals, key, cached=False)
+
+
+def _pack(enc: Encoded, split: str) -> dict[str, np.ndarray]:
+    return {f"{split}_ids": enc.ids, f"{split}_offsets": enc.offsets, f"{split}_labels": enc.labels}
+
+
+def _unpack(parts: dict[str, np.ndarray], split: str) -> Encoded:
+    return Encoded(parts[f"{split}_ids"], parts[f"{split}_offsets"], parts[f"{split}_labels"])
+
+
+def _batched_ids(tokenizer, texts: list[str], progress: bool, desc: str) -> list[list[int]]:
+    from tqdm.auto import tqdm
+
+    rows: list[list[int]] = []
+    with tqdm(
+        total=len(texts), desc=f"tokenise {desc}", unit="ex", disable=None if progress else True, leave=False
+    ) as bar:
+        for start in range(0, len(texts), CHUNK):
+            chunk = texts[start : start + CHUNK]
+            rows.extend(tokenizer(chunk, add_special_tokens=False)["input_ids"])
+            bar.update(len(chunk))
+    return rows
+
+
+def _encode_texts(tokenizer, frame, max_length: int, progress: bool, desc: str) -> Encoded:
+    rows = _batched_ids(tokenizer, frame["text"].tolist(), progress, desc)
+    return Encoded.from_rows([r[:max_length] for r in rows], frame["label"].to_numpy())
+
+
+def _encode_prompts(tokenizer, frame, max_length: int, data, progress: bool, desc: str, with_answer: bool) -> Encoded:
+    """Prompt rows `head + text + tail` (+ ` label` + end-of-text for training), text cut to fit."""
+    head, tail = data.prompt.split("{text}", 1)
+    head_ids = tokenizer(head, add_special_tokens=False)["input_ids"] if head else []
+    tail_ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
+    answers = label_word_ids(tokenizer, data.label_names)
+    texts = _batched_ids(tokenizer, frame["text"].tolist(), progress, desc)
+    rows = []
+    for text_ids, label in zip(texts, frame["label"].tolist(), strict=True):
+        answer = answers[label] + [tokenizer.eos_token_id] if with_answer else []
+        budget = max(0, max_length - len(head_ids) - len(tail_ids) - max(len(a) + 1 for a in answers))
+        rows.append(head_ids + text_ids[:budget] + tail_ids + answer)
+    return Encoded.from_rows(rows, frame["label"].to_numpy())
+
+
+def label_word_ids(tokenizer, label_names: list[str]) -> list[list[int]]:
+    """Token ids of ` <label>` for each class, as scored after the prompt."""
+    return [tokenizer(" " + name, add_special_tokens=False)["input_ids"] for name in label_names]
+
+
+def length_grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of similar-length rows (sorted within mega-batches of 50 batches)."""
+    order = rng.permutation(len(lengths))
+    mega = batch_size * 50
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = order[start : start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(enc: Encoded, rows: np.ndarray, pad_id: int, lm_labels: bool) -> dict[str, torch.Tensor]:
+    """Pad the rows to their longest member; labels are the class, or the tokens (-100 on padding)."""
+    import torch
+
+    width = int(enc.lengths[rows].max())
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for j, i in enumerate(rows):
+        row = enc.row(int(i))
+        ids[j, : len(row)] = row
+        mask[j, : len(row)] = 1
+    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if lm_labels:
+        batch["labels"] = torch.from_numpy(np.where(mask == 1, ids, -100))
+    else:
+        batch["labels"] = torch.from_numpy(enc.labels[rows])
+    return batch
+
+
+def train_batches(
+    enc: Encoded, batch_size: int, pad_id: int, lm_labels: bool, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless length-grouped batches, reshuffled every epoch."""
+    rng = np.random.default_rng(seed)
+    while True:
+        for rows in length_grouped_order(enc.lengths, batch_size, rng):
+            yield collate(enc, rows, pad_id, lm_labels)
