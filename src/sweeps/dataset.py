@@ -142,7 +142,7 @@ def _read_hub(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     from sweeps import hub
 
     if not hub.reachable():
-        raise hub.unreachable_error("dataset", cfg.name or "")
+        raise hub.unreachable_error("dataset.name", cfg.name or "")
     import datasets
 
     try:

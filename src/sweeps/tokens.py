@@ -117,7 +117,7 @@ def _batched_ids(tokenizer, texts: list[str], progress: bool, desc: str) -> list
     ) as bar:
         for start in range(0, len(texts), CHUNK):
             chunk = texts[start : start + CHUNK]
-            rows.extend(tokenizer(chunk, add_special_tokens=False)["input_ids"])
+            rows.extend(tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"])
             bar.update(len(chunk))
     return rows
 

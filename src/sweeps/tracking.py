@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,8 +157,10 @@ def log_dataset(frame, source: str, name: str, context: str, fingerprint: str) -
     """The split as an MLflow dataset input (schema, digest, source)."""
     import mlflow
 
-    dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets="label", digest=fingerprint)
-    mlflow.log_input(dataset, context=context)
+    with warnings.catch_warnings():  # MLflow's hints about source types and integer columns
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets="label", digest=fingerprint)
+        mlflow.log_input(dataset, context=context)
 
 
 def log_model(net, tokenizer, task: str) -> str:
@@ -167,13 +171,19 @@ def log_model(net, tokenizer, task: str) -> str:
     pipeline_task = "text-classification" if task == "classification" else "text-generation"
     pipe = transformers.pipeline(pipeline_task, model=net, tokenizer=tokenizer)
     requirements = [f"{p}=={v}" for p, v in _versions(("torch", "transformers", "accelerate")).items()]
-    info = mlflow.transformers.log_model(
-        transformers_model=pipe,
-        name="model",
-        task=pipeline_task,
-        pip_requirements=requirements,
-        model_config={"max_new_tokens": 4} if task == "causal_lm" else None,
-    )
+    quiet = logging.getLogger("mlflow.transformers")  # model-card and license lookups on the Hub
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        info = mlflow.transformers.log_model(
+            transformers_model=pipe,
+            name="model",
+            task=pipeline_task,
+            pip_requirements=requirements,
+            model_config={"max_new_tokens": 4} if task == "causal_lm" else None,
+        )
+    finally:
+        quiet.setLevel(level)
     return info.model_uri
 
 

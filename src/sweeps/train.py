@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweeps import compute, dataset, deploy, model, optimizer, tokenizer, tracking
 from sweeps.config import OBJECTIVES
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 def preflight(cfg: DictConfig) -> None:
     """Every problem visible without loading data, reported at once (torchtune style)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(*(f"{key} is missing: set {key}=... on the command line or in its config" for key in missing))
     errors = [
         *dataset.problems(cfg.dataset),
         *tokenizer.problems(cfg.tokenizer),
@@ -54,6 +57,7 @@ def preflight(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> float:
     """One fine-tuning run; returns `cfg.objective` on the eval set (the value a sweeper optimises)."""
+    preflight(cfg)  # before the heavy imports: a typo costs no more than a second
     import mlflow
     from transformers import set_seed
 
@@ -61,7 +65,6 @@ def train(cfg: DictConfig) -> float:
     from sweeps.loop import evaluate_classifier, evaluate_label_words, fit
     from sweeps.tokens import encode, label_word_ids, train_batches
 
-    preflight(cfg)
     set_seed(cfg.seed)
     started = time.perf_counter()
 

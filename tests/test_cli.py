@@ -1,0 +1,107 @@
+"""The command line as users meet it: subcommands, Hydra's own flags, multirun, the MLflow UI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from conftest import OFFLINE_IMDB, cli_env, free_port, run_cli, wait_http
+
+HEAVY = ("torch", "transformers", "mlflow", "datasets", "pandas", "sklearn")
+
+
+def _imports_after(argv: list[str], cwd: Path) -> tuple[int, str, set[str]]:
+    code = (
+        "import sys, json\nfrom sweeps.__main__ import main\n"
+        "try:\n    rc = main(json.loads(sys.argv[1]))\nexcept SystemExit as e:\n    rc = e.code\n"
+        "print('\\n@@' + json.dumps([rc, sorted(m for m in sys.modules if '.' not in m)]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(argv)], cwd=cwd, env=cli_env(), capture_output=True, text=True
+    )
+    head, _, tail = done.stdout.rpartition("\n@@")
+    rc, modules = json.loads(tail)
+    return rc, head, set(modules)
+
+
+def test_help_lists_commands_without_heavy_imports(tmp_path: Path) -> None:
+    rc, out, modules = _imports_after(["--help"], tmp_path)
+    assert rc == 0
+    for command in ("train", "compare", "ui"):
+        assert f"\n  {command}" in out
+    assert not modules & set(HEAVY), modules & set(HEAVY)
+
+
+def test_hydra_help_and_cfg_without_heavy_imports(tmp_path: Path) -> None:
+    rc, out, modules = _imports_after(["train", "--help"], tmp_path)
+    assert rc in (0, None) and "dataset: files, imdb, sst2" in out and "model: distilgpt2, gpt2" in out
+    assert not modules & set(HEAVY), modules & set(HEAVY)
+    rc, out, modules = _imports_after(["train", "--cfg", "job", "--resolve", "lr=2e-5"], tmp_path)
+    assert rc in (0, None)
+    assert "lr: 2.0e-05" in out and out.count("2.0e-05") == 2  # the shortcut and optimizer.lr
+    assert not modules & set(HEAVY)
+
+
+def test_info_and_experiment_preset(tmp_path: Path) -> None:
+    done = run_cli(["train", "--info", "defaults"], tmp_path)
+    assert done.returncode == 0 and "dataset/imdb" in done.stdout
+    done = run_cli(["train", "experiment=tutorial", "--cfg", "job", "--resolve"], tmp_path)
+    assert done.returncode == 0
+    for expected in (
+        "lr: 2.0e-05",
+        "batch_size: 2",
+        "epochs: 3",
+        "train_size: 1000",
+        "eval_size: 500",
+        "weight_decay: 0.01",
+        "seed: 42",
+        "task: classification",
+    ):
+        assert expected in done.stdout, expected
+
+
+def test_multirun_grid_with_hydra_basic_launcher(tmp_path: Path) -> None:
+    args = [*OFFLINE_IMDB, "max_steps=3", "dataset.train_size=64", "dataset.eval_size=32", "tracking.log_model=false"]
+    done = run_cli(["train", "-m", "lr=1e-3,2e-3", *args], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+    assert sorted(r.data.params["lr"] for r in runs) == ["0.001", "0.002"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
+
+
+def test_ui_serves_the_project_store(tmp_path: Path) -> None:
+    import mlflow
+
+    store = tmp_path / "outputs" / "mlflow.db"
+    store.parent.mkdir()
+    mlflow.MlflowClient(f"sqlite:///{store}").create_experiment("visible-in-ui")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=90)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search",
+            data=json.dumps({"max_results": 10}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            names = {e["name"] for e in json.load(response)["experiments"]}
+        assert "visible-in-ui" in names
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
