@@ -11,6 +11,10 @@ commands:
                         -m for a multirun or Optuna sweep (sweep=imdb_tpe); --cfg job, --info, --help
   compare [--sweep N]   table of a sweep's trials (--format table|csv|json)
   ui [--port P]         MLflow UI on the project's tracking store
+  promote               register the best trial of the last sweep; move the `champion` alias if it wins
+  deploy [test|delete]  deploy the champion to the `deploy` target (azure_openai, local), test or remove it
+  databricks check|cleanup
+                        validate workspace auth, spark version and node type; cancel a sweep's runs
 
 examples:
   python -m sweeps train model=gpt2 lr=2e-5
@@ -18,7 +22,14 @@ examples:
   python -m sweeps train -m lr=1e-5,2e-5,5e-5 batch_size=8,16
 """
 
-COMMANDS = ("train", "compare", "ui")
+# command -> module whose main(argv) -> int runs it
+COMMANDS = {
+    "compare": "sweeps.compare",
+    "ui": "sweeps.ui",
+    "promote": "sweeps.promote",
+    "deploy": "sweeps.deploy",
+    "databricks": "sweeps.databricks",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,21 +38,15 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if args else 2
     command, rest = args[0], args[1:]
-    if command not in COMMANDS:
-        print(
-            f"error: unknown command '{command}'; choose one of {', '.join(COMMANDS)} (python -m sweeps --help)",
-            file=sys.stderr,
-        )
-        return 2
     if command == "train":
         return _train(rest)
-    if command == "compare":
-        from sweeps.compare import main as compare
+    if command not in COMMANDS:
+        names = ", ".join(["train", *COMMANDS])
+        print(f"error: unknown command '{command}'; choose one of {names} (python -m sweeps --help)", file=sys.stderr)
+        return 2
+    import importlib
 
-        return compare(rest)
-    from sweeps.ui import main as ui
-
-    return ui(rest)
+    return importlib.import_module(COMMANDS[command]).main(rest)
 
 
 def _train(rest: list[str]) -> int:
