@@ -60,3 +60,11 @@ def autocast(cfg: ComputeConfig, device: str) -> AbstractContextManager:
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+
+
+def compiled(cfg: ComputeConfig, model, causal_lm: bool):
+    """With `compute.compile`, compile in place the part the training step calls: the transformer body for a
+    causal LM (its head runs chunk by chunk), the whole model for a classifier. Returns the model."""
+    if cfg.compile:
+        (model.base_model if causal_lm else model).compile()
+    return model

@@ -39,6 +39,8 @@ class Config:
     log_every: int = 10
     # Metric train() returns for the sweeper: accuracy, precision, recall, f1 or eval_loss.
     objective: str = "accuracy"
+    # Causal LM: pack whole documents into rows of tokenizer.max_length tokens (no attention across them).
+    packing: bool = True
     # Save the checkpoint and tokenizer in the run dir (checkpoint/).
     save_checkpoint: bool = True
 

@@ -35,6 +35,7 @@ class FitResult:
     tokens: int
     padded_tokens: int
     seconds: float
+    first_step_seconds: float
     last_loss: float
 
 
@@ -45,7 +46,8 @@ def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], reduction: s
     import torch.nn.functional as F
     from torch.utils.checkpoint import checkpoint
 
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    hidden = model.base_model(**inputs)[0]
     head = model.get_output_embeddings()
     hidden = hidden[:, :-1].reshape(-1, hidden.size(-1))
     targets = batch["labels"][:, 1:].reshape(-1)
@@ -71,7 +73,6 @@ def fit(
     steps: int,
     grad_accum: int,
     max_grad_norm: float,
-    device: str,
     autocast,
     causal_lm: bool,
     on_log: Callable[[int, float, float, float], None],
@@ -79,8 +80,10 @@ def fit(
     eval_every: int,
     log_every: int,
     progress: bool = True,
+    device_sync: Callable[[], None] | None = None,
 ) -> FitResult:
-    """Run `steps` optimizer steps; log every `log_every`, evaluate every `eval_every` and at the end."""
+    """Run `steps` optimizer steps over `batches` (already on the device); log every `log_every`, evaluate
+    every `eval_every` and at the end. Seconds and tokens/s leave evaluation time out."""
     import torch
     from tqdm.auto import tqdm
 
@@ -88,35 +91,42 @@ def fit(
     tokens = padded = 0
     loss_value = float("nan")
     start = time.perf_counter()
+    first_step = eval_seconds = 0.0
     bar = tqdm(total=steps, desc="train", unit="step", disable=None if progress else True, leave=False)
     for step in range(1, steps + 1):
         for _ in range(grad_accum):
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-            tokens += int(batch["attention_mask"].sum())
-            padded += batch["attention_mask"].numel()
+            batch = next(batches)
+            tokens += int(batch.pop("real_tokens"))
+            padded += batch["input_ids"].numel()
             with autocast:
                 loss = lm_loss(model, batch) if causal_lm else model(**batch).loss
             (loss / grad_accum).backward()
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss is {loss_value} at step {step}; lower lr or check the data")
         if max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        rate = scheduler.get_last_lr()[0]
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{rate:.2e}")
-        if step % log_every == 0 or step == steps:
-            on_log(step, loss_value, rate, tokens / (time.perf_counter() - start))
+        if step == 1:
+            first_step = time.perf_counter() - start
+        if step % log_every == 0 or step == steps:  # reading the loss waits for the device: only here
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss is {loss_value} at step {step}; lower lr or check the data")
+            rate = scheduler.get_last_lr()[0]
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{rate:.2e}")
+            on_log(step, loss_value, rate, tokens / (time.perf_counter() - start - eval_seconds))
         if eval_every and step % eval_every == 0 and step != steps:
+            began = time.perf_counter()
             on_eval(step)
             model.train()
+            eval_seconds += time.perf_counter() - began
     bar.close()
-    seconds = time.perf_counter() - start
+    if device_sync is not None:
+        device_sync()
+    seconds = time.perf_counter() - start - eval_seconds
     on_eval(steps)
-    return FitResult(steps=steps, tokens=tokens, padded_tokens=padded, seconds=seconds, last_loss=loss_value)
+    return FitResult(steps, tokens, padded, seconds, first_step, loss_value)
 
 
 def evaluate_classifier(

@@ -160,18 +160,24 @@ def length_grouped_order(lengths: np.ndarray, batch_size: int, rng: np.random.Ge
     return batches
 
 
-def collate(enc: Encoded, rows: np.ndarray, pad_id: int, lm_labels: bool) -> dict[str, torch.Tensor]:
-    """Pad the rows to their longest member; labels are the class, or the tokens (-100 on padding)."""
+def collate(enc: Encoded, rows: np.ndarray, pad_id: int, lm_labels: bool, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Pad the rows to their longest member (rounded up to `multiple`, which bounds recompiles of a compiled
+    model); labels are the class, or the tokens (-100 on padding)."""
     import torch
 
     width = int(enc.lengths[rows].max())
+    width = -(-width // multiple) * multiple
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for j, i in enumerate(rows):
         row = enc.row(int(i))
         ids[j, : len(row)] = row
         mask[j, : len(row)] = 1
-    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    batch = {
+        "input_ids": torch.from_numpy(ids),
+        "attention_mask": torch.from_numpy(mask),
+        "real_tokens": torch.tensor(int(enc.lengths[rows].sum())),
+    }
     if lm_labels:
         batch["labels"] = torch.from_numpy(np.where(mask == 1, ids, -100))
     else:
@@ -180,10 +186,109 @@ def collate(enc: Encoded, rows: np.ndarray, pad_id: int, lm_labels: bool) -> dic
 
 
 def train_batches(
-    enc: Encoded, batch_size: int, pad_id: int, lm_labels: bool, seed: int
+    enc: Encoded, batch_size: int, pad_id: int, lm_labels: bool, seed: int, multiple: int = 1
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless length-grouped batches, reshuffled every epoch."""
     rng = np.random.default_rng(seed)
     while True:
         for rows in length_grouped_order(enc.lengths, batch_size, rng):
-            yield collate(enc, rows, pad_id, lm_labels)
+            yield collate(enc, rows, pad_id, lm_labels, multiple)
+
+
+def pack_rows(lengths: np.ndarray, order: np.ndarray, seq_len: int, open_rows: int = 16) -> list[list[int]]:
+    """First-fit packing of documents (in `order`) into rows of at most `seq_len` tokens, keeping a few rows
+    open so short documents fill the gaps long ones leave."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    opened: list[int] = []  # indices into rows that still take documents
+    for doc in order:
+        size = int(lengths[doc])
+        for k, r in enumerate(opened):
+            if room[r] >= size:
+                rows[r].append(int(doc))
+                room[r] -= size
+                if room[r] == 0:
+                    opened.pop(k)
+                break
+        else:
+            rows.append([int(doc)])
+            room.append(seq_len - size)
+            opened.append(len(rows) - 1)
+            if len(opened) > open_rows:
+                opened.pop(0)
+    return rows
+
+
+def collate_packed(enc: Encoded, docs_per_row: list[list[int]], seq_len: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Rows of whole documents: positions restart at each document, attention stays inside it (a block-diagonal
+    causal mask), and no document's first token is predicted from the one before it."""
+    import torch
+
+    n = len(docs_per_row)
+    ids = np.full((n, seq_len), pad_id, dtype=np.int64)
+    positions = np.zeros((n, seq_len), dtype=np.int64)
+    segment = np.full((n, seq_len), -1, dtype=np.int64)
+    labels = np.full((n, seq_len), -100, dtype=np.int64)
+    for j, docs in enumerate(docs_per_row):
+        at = 0
+        for k, doc in enumerate(docs):
+            row = enc.row(doc)
+            end = at + len(row)
+            ids[j, at:end] = row
+            positions[j, at:end] = np.arange(len(row))
+            segment[j, at:end] = k
+            labels[j, at + 1 : end] = row[1:]
+            at = end
+    seg = torch.from_numpy(segment)
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+    mask = (seg[:, :, None] == seg[:, None, :]) & causal
+    return {
+        "input_ids": torch.from_numpy(ids),
+        "position_ids": torch.from_numpy(positions),
+        "attention_mask": mask[:, None],
+        "labels": torch.from_numpy(labels),
+        "real_tokens": torch.tensor(int((segment >= 0).sum())),
+    }
+
+
+def packed_batches(
+    enc: Encoded, seq_len: int, batch_size: int, pad_id: int, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of packed rows for causal-LM training, repacked every epoch."""
+    rng = np.random.default_rng(seed)
+    while True:
+        rows = pack_rows(enc.lengths, rng.permutation(len(enc)), seq_len)
+        rng.shuffle(rows)
+        for start in range(0, len(rows) - batch_size + 1, batch_size):
+            yield collate_packed(enc, rows[start : start + batch_size], seq_len, pad_id)
+
+
+def prefetch(batches: Iterator[dict[str, torch.Tensor]], device: str, depth: int = 2) -> Iterator[dict]:
+    """Build the next batches in a background thread; on CUDA, in pinned memory, copied without blocking."""
+    import queue
+    import threading
+
+    pin = device.startswith("cuda")
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        for batch in batches:
+            if pin:
+                batch = {k: v if k == "real_tokens" else v.pin_memory() for k, v in batch.items()}
+            while not stop.is_set():
+                try:
+                    ready.put(batch, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+
+    threading.Thread(target=produce, daemon=True, name="prefetch").start()
+    try:
+        while True:
+            batch = ready.get()
+            yield {k: v if k == "real_tokens" else v.to(device, non_blocking=pin) for k, v in batch.items()}
+    finally:
+        stop.set()

@@ -59,11 +59,12 @@ def train(cfg: DictConfig) -> float:
     """One fine-tuning run; returns `cfg.objective` on the eval set (the value a sweeper optimises)."""
     preflight(cfg)  # before the heavy imports: a typo costs no more than a second
     import mlflow
+    import torch
     from transformers import set_seed
 
     from sweeps import metrics as scoring
     from sweeps.loop import evaluate_classifier, evaluate_label_words, fit
-    from sweeps.tokens import encode, label_word_ids, train_batches
+    from sweeps.tokens import encode, label_word_ids, packed_batches, prefetch, train_batches
 
     set_seed(cfg.seed)
     started = time.perf_counter()
@@ -94,7 +95,12 @@ def train(cfg: DictConfig) -> float:
         "from cache" if encodings.cached else "encoded",
     )
 
-    steps_per_epoch = math.ceil(len(encodings.train) / (cfg.batch_size * cfg.grad_accum_steps))
+    packed = causal_lm and cfg.packing
+    per_step = cfg.batch_size * cfg.grad_accum_steps
+    if packed:  # rows of max_length tokens, several documents each
+        steps_per_epoch = math.ceil(int(encodings.train.lengths.sum()) / (cfg.tokenizer.max_length * per_step))
+    else:
+        steps_per_epoch = math.ceil(len(encodings.train) / per_step)
     steps = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     opt, sched = optimizer.build_optimizer(cfg.optimizer, net, steps, device)
     amp = compute.autocast(cfg.compute, device)
@@ -158,22 +164,28 @@ def train(cfg: DictConfig) -> float:
             splits.eval_fingerprint,
         )
         mlflow.log_metrics({"data_prep_seconds": prep_seconds, "train_examples": len(splits.train)})
-        batches = train_batches(encodings.train, cfg.batch_size, tok.pad_token_id, causal_lm, cfg.seed)
+        if packed:
+            batches = packed_batches(
+                encodings.train, cfg.tokenizer.max_length, cfg.batch_size, tok.pad_token_id, cfg.seed
+            )
+        else:
+            multiple = 64 if cfg.compute.compile else 1
+            batches = train_batches(encodings.train, cfg.batch_size, tok.pad_token_id, causal_lm, cfg.seed, multiple)
         fitted = fit(
-            net,
-            batches,
+            compute.compiled(cfg.compute, net, causal_lm),
+            prefetch(batches, device),
             opt,
             sched,
             steps=steps,
             grad_accum=cfg.grad_accum_steps,
             max_grad_norm=cfg.optimizer.max_grad_norm,
-            device=device,
             autocast=amp,
             causal_lm=causal_lm,
             on_log=on_log,
             on_eval=on_eval,
             eval_every=cfg.eval_every,
             log_every=cfg.log_every,
+            device_sync=torch.cuda.synchronize if device.startswith("cuda") else None,
         )
         final = history[-1]
         values = dict(final["values"])
@@ -181,6 +193,7 @@ def train(cfg: DictConfig) -> float:
         values["train_seconds"] = fitted.seconds
         values["train_tokens_per_s"] = fitted.tokens / fitted.seconds
         values["padding_fraction"] = 1 - fitted.tokens / max(1, fitted.padded_tokens)
+        values["first_step_seconds"] = fitted.first_step_seconds
         mlflow.log_metrics(values, step=steps)
         (out_dir / "metrics.json").write_text(json.dumps(values, indent=2))
         mlflow.log_artifact(str(out_dir / "metrics.json"))
