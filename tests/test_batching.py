@@ -70,3 +70,19 @@ def test_length_grouping_cuts_padding() -> None:
     shuffled = rng.permutation(4000)
     random_padded = sum(16 * lengths[shuffled[i : i + 16]].max() for i in range(0, 4000, 16))
     assert lengths.sum() / padded > 0.9 and padded < 0.7 * random_padded
+
+
+def test_recomputed_chunks_give_the_same_gradients(tiny_lm, monkeypatch) -> None:
+    import sweeps.loop
+
+    enc = _docs([30, 17, 25])
+    batch = collate(enc, np.arange(3), pad_id=0, lm_labels=True)
+    batch.pop("real_tokens")
+    grads = []
+    for budget in (1 << 40, 0):  # keep every chunk's logits, then recompute them in the backward pass
+        monkeypatch.setattr(sweeps.loop, "LOGIT_BUDGET", budget)
+        monkeypatch.setattr(sweeps.loop, "LOGIT_CHUNK", 16)
+        tiny_lm.zero_grad()
+        lm_loss(tiny_lm, batch).backward()
+        grads.append(tiny_lm.transformer.h[0].attn.c_attn.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

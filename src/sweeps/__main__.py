@@ -62,6 +62,11 @@ def _train(rest: list[str]) -> int:
         if code == 1 and not errors.started():
             return errors.EXIT_BAD_INPUT
         return code
+    except ValueError as exc:  # Hydra's own argument checks (e.g. --cfg with -m) raise before any task
+        if errors.started():
+            raise
+        print(f"error: {exc} (python -m sweeps train --help)", file=sys.stderr)
+        return errors.EXIT_BAD_INPUT
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,8 +70,19 @@ def problems(cfg: DatasetConfig) -> list[str]:
     return errors
 
 
-def load_splits(cfg: DatasetConfig) -> Splits:
-    """Read both splits, check columns and labels, draw the configured sizes."""
+def load_splits(cfg: DatasetConfig, cache_dir: Path | None = None) -> Splits:
+    """Read both splits, check columns and labels, draw the configured sizes. Local files' selections are
+    cached in `cache_dir`, keyed by the files' paths, sizes and times and the selection settings."""
+    key = _selection_key(cfg) if cache_dir is not None and cfg.path is not None else None
+    if key is not None and (cache_dir / f"{key}.json").is_file():
+        return _read_selection(cache_dir, key)
+    splits = _load(cfg)
+    if key is not None:
+        _write_selection(cache_dir, key, splits)
+    return splits
+
+
+def _load(cfg: DatasetConfig) -> Splits:
     if cfg.path is not None:
         train, evals, source = _read_local(cfg)
     else:
@@ -84,6 +97,41 @@ def load_splits(cfg: DatasetConfig) -> Splits:
         fingerprint=hashlib.sha256((train_fp + eval_fp).encode()).hexdigest()[:16],
         eval_fingerprint=eval_fp,
     )
+
+
+def _selection_key(cfg: DatasetConfig) -> str:
+    root = Path(cfg.path).expanduser().resolve()
+    files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix in SUFFIXES)
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    for unused in ("prompt", "name", "subset"):  # do not change the selected rows
+        settings.pop(unused)
+    blob = json.dumps({"files": stats, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _write_selection(cache_dir: Path, key: str, splits: Splits) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}"
+    for name in ("train", "eval"):
+        tmp = cache_dir / f".{key}.{name}.{tag}.parquet"
+        getattr(splits, name).to_parquet(tmp, index=False)
+        os.replace(tmp, cache_dir / f"{key}.{name}.parquet")
+    meta = {"source": splits.source, "fingerprint": splits.fingerprint, "eval_fingerprint": splits.eval_fingerprint}
+    tmp = cache_dir / f".{key}.{tag}.json"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, cache_dir / f"{key}.json")  # written last: its presence means the parquet files are whole
+
+
+def _read_selection(cache_dir: Path, key: str) -> Splits:
+    import pandas as pd
+
+    meta = json.loads((cache_dir / f"{key}.json").read_text())
+    train = pd.read_parquet(cache_dir / f"{key}.train.parquet")
+    evals = pd.read_parquet(cache_dir / f"{key}.eval.parquet")
+    return Splits(train=train, eval=evals, **meta)
 
 
 def _read_local(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -127,8 +175,12 @@ def _read_files(paths: list[Path], key: str) -> pd.DataFrame:
     for path in paths:
         kind = SUFFIXES[path.suffix]
         try:
-            if kind == "json":
-                frames.append(pd.read_json(path, lines=path.suffix == ".jsonl"))
+            if path.suffix == ".jsonl":
+                import pyarrow.json
+
+                frames.append(pyarrow.json.read_json(path).to_pandas())
+            elif kind == "json":
+                frames.append(pd.read_json(path))
             elif kind == "csv":
                 frames.append(pd.read_csv(path))
             else:

@@ -15,8 +15,10 @@ from sweeps.tokens import Encoded, collate
 if TYPE_CHECKING:
     import torch
 
-# Positions per chunk when the LM head's logits are computed piecewise (never the full fp32 logits).
+# Positions per chunk when the LM head's logits are computed piecewise.
 LOGIT_CHUNK = 1024
+# Past this many bytes of fp32 logits for a batch, chunks are recomputed in the backward pass instead of kept.
+LOGIT_BUDGET = 1 << 30
 
 
 @dataclass
@@ -40,8 +42,9 @@ class FitResult:
 
 
 def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
-    """Next-token cross-entropy from the base model's hidden states, the LM head applied chunk by chunk
-    under activation checkpointing, so (batch, seq, vocab) fp32 logits are never held at once."""
+    """Next-token cross-entropy from the base model's hidden states, the LM head applied chunk by chunk; when
+    the batch's fp32 logits would pass LOGIT_BUDGET, each chunk is checkpointed (recomputed in the backward
+    pass), so they are never held at once."""
     import torch
     import torch.nn.functional as F
     from torch.utils.checkpoint import checkpoint
@@ -57,10 +60,11 @@ def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], reduction: s
     def chunk_loss(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(head(h).float(), t, reduction="sum")
 
+    recompute = hidden.requires_grad and targets.numel() * head.weight.shape[0] * 4 > LOGIT_BUDGET
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.numel(), LOGIT_CHUNK):
         h, t = hidden[start : start + LOGIT_CHUNK], targets[start : start + LOGIT_CHUNK]
-        total = total + (checkpoint(chunk_loss, h, t, use_reentrant=False) if h.requires_grad else chunk_loss(h, t))
+        total = total + (checkpoint(chunk_loss, h, t, use_reentrant=False) if recompute else chunk_loss(h, t))
     return total / max(1, targets.numel()) if reduction == "mean" else total
 
 

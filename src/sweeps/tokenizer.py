@@ -60,7 +60,16 @@ def load_tokenizer(cfg: TokenizerConfig) -> PreTrainedTokenizerBase:
 
 
 def identity(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of the vocabulary and rules, so caches never mix two tokenizers."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """A hash of the vocabulary and rules, so caches never mix two tokenizers: of the files of a local
+    folder (cheap), else of the serialised tokenizer."""
+    digest = hashlib.sha256(f"{tokenizer.pad_token}|{tokenizer.eos_token}".encode())
+    folder = Path(tokenizer.name_or_path)
+    files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    if files:
+        for path in files:
+            digest.update(path.name.encode() + path.read_bytes())
+    else:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+        digest.update(text.encode())
+    return digest.hexdigest()[:16]

@@ -67,25 +67,22 @@ def train(cfg: DictConfig) -> float:
     from sweeps.tokens import encode, label_word_ids, packed_batches, prefetch, train_batches
 
     set_seed(cfg.seed)
-    started = time.perf_counter()
 
     # Data, tokenizer and model: every bad-input error surfaces here, before MLflow hears of the run.
-    splits = dataset.load_splits(cfg.dataset)
+    # Data preparation (reading, selecting, tokenising) is cached, so a sweep's later trials skip it.
+    cache = tracking.outputs_dir() / "cache"
+    started = time.perf_counter()
+    splits = dataset.load_splits(cfg.dataset, cache / "splits")
+    prep_seconds = time.perf_counter() - started
     tok = tokenizer.load_tokenizer(cfg.tokenizer)
     device = compute.resolve_device(cfg.compute)
     causal_lm = cfg.model.task == "causal_lm"
     n_classes = len(cfg.dataset.label_names)
     net = model.build_model(cfg.model, list(cfg.dataset.label_names), tok.pad_token_id, len(tok)).to(device)
-    encodings = encode(
-        splits,
-        tok,
-        tokenizer.identity(tok),
-        cfg.tokenizer.max_length,
-        cfg.model.task,
-        cfg.dataset,
-        tracking.outputs_dir() / "cache" / "tokens",
-    )
-    prep_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    max_length, task = cfg.tokenizer.max_length, cfg.model.task
+    encodings = encode(splits, tok, tokenizer.identity(tok), max_length, task, cfg.dataset, cache / "tokens")
+    prep_seconds += time.perf_counter() - started
     log.info(
         "data: %d train / %d eval examples from %s (fingerprint %s, tokens %s)",
         len(splits.train),
