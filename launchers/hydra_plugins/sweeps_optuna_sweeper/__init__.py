@@ -1,0 +1,1 @@
+"""Hydra sweeper running an Optuna study through ask/tell: no batch barrier, pruning, resume."""

@@ -1,0 +1,312 @@
+"""The Optuna sweeper, run as real Hydra processes: scheduling, pruning, failures, resume, bad input."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import optuna
+import pytest
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra_plugins.sweeps_optuna_sweeper.optuna_sweeper import SweepsOptunaSweeper
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+from sweep_apps import App, alive, stop, wait_for
+
+
+def test_discovery() -> None:
+    assert SweepsOptunaSweeper.__name__ in [x.__name__ for x in Plugins.instance().discover(Sweeper)]
+
+
+def test_six_trials_two_workers_without_barrier(app: App) -> None:
+    # trial 0 runs long; the other slot must go through several short trials meanwhile
+    result = app.run("sweep.n_trials=6", "sweep.workers=2", "durations=[2.5,0.5]")
+    assert result.returncode == 0, result.stderr
+    assert app.states() == {"COMPLETE": 6}
+    starts = {r["trial"]: r["time"] for r in app.records("start")}
+    ends = {r["trial"]: r["time"] for r in app.records("end")}
+    assert sorted(starts) == list(range(6))
+    started_during_0 = [n for n, t in starts.items() if n >= 2 and starts[0] < t < ends[0]]
+    assert started_during_0, f"no trial started while trial 0 ran: starts {starts}, ends {ends}"
+    busy = [n for n in starts if starts[n] <= max(starts[m] for m in started_during_0) <= ends[n]]
+    assert 0 in busy
+    results = OmegaConf.load(app.dir / "multirun" / "optimization_results.yaml")
+    best = min((t for t in app.trials() if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert results.best_value == best.value and results.best_params == best.params
+
+
+def test_pruning_stops_bad_trials_early(app: App) -> None:
+    result = app.run(
+        "sweep.n_trials=8",
+        "sweep.pruner=median",
+        "bad_above=0.6",
+        "steps=6",
+        "durations=[1.2]",
+    )
+    assert result.returncode == 0, result.stderr
+    trials = app.trials()
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned, app.states()
+    assert len(pruned) + len(complete) == 8
+    assert all(t.params["x"] > 0.6 for t in pruned)
+    steps = {r["trial"]: r["step"] for r in app.records("step")}
+    for t in pruned:
+        assert t.user_attrs["last_step"] < 6
+        assert steps[t.number] < 6, "a pruned trial ran to the end"
+        assert steps[t.number] <= t.user_attrs["last_step"] + 1, "a pruned trial ran past one eval interval"
+        assert t.intermediate_values
+    assert all(steps[t.number] == 6 for t in complete)
+
+
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(app: App) -> None:
+    result = app.run("sweep.n_trials=5", "fail_trials=[1]", "crash_trials=[2]", "hydra.sweeper.max_failure_rate=0.5")
+    assert result.returncode == 0, result.stderr
+    assert app.states() == {"COMPLETE": 3, "FAIL": 2}
+    failed = {t.number: t.user_attrs["error"] for t in app.trials() if t.state == TrialState.FAIL}
+    assert set(failed) == {1, 2}
+    assert "RuntimeError: deliberate failure in trial 1" in failed[1]
+    assert "killed by SIGKILL" in failed[2]
+    assert "deliberate failure in trial 1" in result.stderr, "the trial's traceback reaches the console"
+
+
+def test_max_failure_rate_stops_the_sweep(app: App) -> None:
+    result = app.run("sweep.n_trials=8", "fail_all=true", "hydra.sweeper.max_failure_rate=0.2")
+    assert result.returncode != 0
+    assert "max_failure_rate" in result.stderr
+    states = app.states()
+    assert set(states) == {"FAIL"} and 2 <= states["FAIL"] < 8
+
+
+def test_kill_9_then_resume(app: App) -> None:
+    args = ("sweep.n_trials=4", "durations=[1.0]")
+    driver = app.start(*args)
+    try:
+        wait_for(lambda: app.states().get("COMPLETE", 0) >= 1 and len(app.records("start")) >= 3, 60, "progress")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    running = {t.number for t in app.trials() if t.state == TrialState.RUNNING}
+    complete_before = {t.number for t in app.trials() if t.state == TrialState.COMPLETE}
+    assert running
+    orphans = [r["pid"] for r in app.records("start") if r["trial"] in running]
+    wait_for(lambda: not any(alive(pid) for pid in orphans), 10, "trial processes to end with their driver")
+
+    result = app.run(*args)
+    assert result.returncode == 0, result.stderr
+    trials = app.trials()
+    stale = [t for t in trials if t.state == TrialState.FAIL]
+    assert {t.number for t in stale} == running
+    assert all(t.user_attrs.get("stale") for t in stale)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert complete_before <= {t.number for t in complete}
+    retried = {t.user_attrs.get("retry_of") for t in complete}
+    assert running <= retried
+    for t in stale:
+        retry = next(c for c in complete if c.user_attrs.get("retry_of") == t.number)
+        assert retry.params == t.params
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(app: App) -> None:
+    args = ("sweep.n_trials=4", "durations=[4.0]")
+    driver = app.start(*args)
+    try:
+        wait_for(lambda: len(app.records("start")) >= 2, 60, "two trials to start")
+        driver.send_signal(signal.SIGINT)
+        output, _ = driver.communicate(timeout=30)
+    finally:
+        stop(driver)
+    assert driver.returncode == 130, output
+    assert "Traceback" not in output
+    assert all(not alive(r["pid"]) for r in app.records("start"))
+    states = app.states()
+    assert states == {"FAIL": 2, "WAITING": 2}, states
+    assert all(t.user_attrs.get("interrupted") for t in app.trials() if t.state == TrialState.FAIL)
+
+    result = app.run(*args, "durations=[0.5]")
+    assert result.returncode == 0, result.stderr
+    assert app.states() == {"FAIL": 2, "COMPLETE": 4}
+
+
+def test_basic_launcher_runs_batches(app: App) -> None:
+    result = app.run("hydra/launcher=basic", "sweep.n_trials=4", "durations=[0.4]")
+    assert result.returncode == 0, result.stderr
+    assert app.states() == {"COMPLETE": 4}
+    starts = {r["trial"]: r["time"] for r in app.records("start")}
+    ends = {r["trial"]: r["time"] for r in app.records("end")}
+    assert starts[2] >= max(ends[0], ends[1]) and starts[3] >= max(ends[0], ends[1])
+
+
+def test_basic_launcher_prunes_through_the_prune_file(app: App) -> None:
+    result = app.run(
+        "hydra/launcher=basic",
+        "sweep.workers=1",
+        "sweep.n_trials=4",
+        "sweep.pruner=median",
+        "bad_above=0.6",
+        "steps=8",
+        "durations=[0.8]",
+    )
+    assert result.returncode == 0, result.stderr
+    pruned = [t for t in app.trials() if t.state == TrialState.PRUNED]
+    assert pruned, app.states()
+    steps = {r["trial"]: r["step"] for r in app.records("step")}
+    assert all(steps[t.number] < 8 for t in pruned)
+
+
+def test_two_objectives_and_a_custom_search_space(app: App) -> None:
+    result = app.run(
+        "sweep.n_trials=3",
+        "multi=true",
+        "hydra.sweeper.direction=[minimize,maximize]",
+        "hydra.sweeper.custom_search_space=__main__.extra_space",
+    )
+    assert result.returncode == 0, result.stderr
+    trials = app.trials()
+    assert all(t.state == TrialState.COMPLETE and len(t.values) == 2 for t in trials)
+    assert {r["trial"]: r["y"] for r in app.records("end")} == {t.number: t.params["y"] for t in trials}
+    results = OmegaConf.load(app.dir / "multirun" / "optimization_results.yaml")
+    assert results.solutions
+
+
+def test_grid_sampler_covers_the_grid_once(app: App) -> None:
+    result = app.run("sweep.sampler=grid", "sweep.n_trials=10", "hydra.sweeper.params.x='choice(0.1,0.2,0.3)'", "y=1,2")
+    assert result.returncode == 0, result.stderr
+    trials = app.trials()
+    assert sorted((t.params["x"], t.params["y"]) for t in trials) == [(x, y) for x in (0.1, 0.2, 0.3) for y in (1, 2)]
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["sweep.sampler=foo"], "sweep.sampler=foo: unknown sampler"),
+        (["hydra.sweeper.sampler.name=foo"], "hydra.sweeper.sampler.name=foo: unknown sampler"),
+        (["sweep.pruner=bar"], "sweep.pruner=bar: unknown pruner"),
+        (["hydra.sweeper.params.x='interval(0,'"], "hydra.sweeper.params.x: malformed"),
+        (["hydra.sweeper.params.x='range(5,5)'"], "hydra.sweeper.params.x: range(5, 5, step=1) is empty"),
+        (["hydra.sweeper.params.x='interval(1,0)'"], "hydra.sweeper.params.x: interval(1.0, 0.0) is empty"),
+        (["y=range(3,1)"], "y: range(3, 1, step=1) is empty"),
+        (["hydra.sweeper.direction=up"], "hydra.sweeper.direction=up"),
+        (
+            ["hydra.sweeper.direction=[minimize,maximize]", "hydra.sweeper.metric=loss"],
+            "hydra.sweeper.direction=['minimize', 'maximize']: 2 direction(s) for 1 objective(s)",
+        ),
+        (["sweep.workers=0"], "sweep.workers=0"),
+        (
+            ["hydra.sweeper.storage=sqlite:////nonexistent/dir/optuna.db"],
+            "hydra.sweeper.storage=sqlite:////nonexistent",
+        ),
+        (["preflight_rejects=true", "hydra.sweeper.preflight=__main__.preflight"], "preflight_rejects=true"),
+        (["nothere=1,2"], "cannot be composed"),
+    ],
+)
+def test_bad_input_exits_2_before_any_trial(app: App, overrides: list[str], key: str) -> None:
+    result = app.run(*overrides)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+    assert key in errors[0]
+    assert app.trial_count() == 0
+    assert not app.records()
+
+
+def test_direction_must_match_the_stored_study(app: App) -> None:
+    assert app.run("sweep.n_trials=1", "durations=[0.1]").returncode == 0
+    result = app.run("sweep.n_trials=2", "hydra.sweeper.direction=[minimize,maximize]", "multi=true")
+    assert result.returncode == 2
+    assert "study 'trial_app' was created with 1 objective(s)" in result.stderr
+    assert app.trial_count() == 1
+
+
+def test_eight_processes_share_one_sqlite_store(tmp_path) -> None:
+    """Eight processes ask and tell trials on one SQLite file at once: no 'database is locked'."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    optuna.create_study(study_name="shared", storage=url)
+    script = (
+        "import sys, optuna\n"
+        "from hydra_plugins.sweeps_optuna_sweeper._study import open_storage\n"
+        "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        "storage = open_storage(sys.argv[1], 'storage')\n"
+        "study = optuna.load_study(study_name='shared', storage=storage, sampler=optuna.samplers.RandomSampler())\n"
+        "for i in range(3):\n"
+        "    t = study.ask()\n"
+        "    x = t.suggest_float('x', 0, 1)\n"
+        "    t.report(x, 1)\n"
+        "    t.set_user_attr('worker', sys.argv[2])\n"
+        "    study.tell(t, x)\n"
+    )
+    start = time.monotonic()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, url, str(i)], stderr=subprocess.PIPE, text=True)
+        for i in range(8)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    assert not any("locked" in e for e in errors)
+    trials = optuna.load_study(study_name="shared", storage=url).get_trials()
+    assert len(trials) == 24 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.number for t in trials}) == 24
+    assert time.monotonic() - start < 120
+
+
+def test_mlflow_parent_run_is_shared_by_trials_and_reused_on_resume(app: App) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{app.dir / 'mlflow.db'}"
+    tracking = [f"+tracking.uri={uri}", "+tracking.experiment=sweeps_test", "durations=[0.1]"]
+    assert app.run("sweep.n_trials=2", *tracking).returncode == 0
+    run_id = optuna.load_study(study_name="trial_app", storage=app.storage).user_attrs["sweeps:mlflow_parent_run_id"]
+    assert {r["parent_run"] for r in app.records("start")} == {run_id}
+
+    result = app.run("sweep.n_trials=3", *tracking)
+    assert result.returncode == 0, result.stderr
+    assert {r["parent_run"] for r in app.records("start")} == {run_id}
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["sweeps.study"] == "trial_app"
+    assert run.data.tags["sweeps.sampler"] == "random"
+    assert run.data.params["space.x"].startswith("FloatDistribution")
+    best = optuna.load_study(study_name="trial_app", storage=app.storage).best_trial
+    assert run.data.metrics["best_value"] == pytest.approx(best.value)
+    assert run.data.metrics["trials_complete"] == 3
+    assert run.data.tags["best.x"] == str(best.params["x"])
+    artifacts = {a.path for a in client.list_artifacts(run_id, "optuna")}
+    assert "optuna/optimization_history.png" in artifacts
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    assert len({t.params["x"] for t in app.trials()}) == 3, "the resumed sampler repeated a suggestion"
+
+
+def test_timeout_stops_starting_trials(app: App) -> None:
+    result = app.run("sweep.n_trials=20", "hydra.sweeper.timeout=1.5", "durations=[1.0]")
+    assert result.returncode == 0, result.stderr
+    states = app.states()
+    assert set(states) == {"COMPLETE"} and 2 <= states["COMPLETE"] < 20
+    assert "timeout of 1.5 s reached" in result.stdout + result.stderr
+
+
+def test_resume_attaches_to_jobs_that_still_run(app: App) -> None:
+    """With a launcher that has attach() (remote runs), a resumed sweep watches a stopped sweep's jobs
+    again instead of failing and repeating them."""
+    registry = app.with_fake_remote_launcher()
+    args = ("hydra/launcher=fake_remote", "sweep.n_trials=4", "durations=[1.5]")
+    driver = app.start(*args)
+    try:
+        wait_for(lambda: app.states().get("COMPLETE", 0) >= 1 and len(app.records("start")) >= 3, 60, "progress")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    running = {t.number for t in app.trials() if t.state == TrialState.RUNNING}
+    assert running
+
+    result = app.run(*args)
+    assert result.returncode == 0, result.stderr
+    assert app.states() == {"COMPLETE": 4}
+    attached = set((registry / "attached.txt").read_text().split())
+    assert attached == {f"fake-{n}" for n in running}
+    assert {t.number for t in app.trials()} == {0, 1, 2, 3}
