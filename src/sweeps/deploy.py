@@ -1,20 +1,456 @@
-"""The `deploy` config group: where a promoted checkpoint goes after a sweep."""
+"""The `deploy` config group: where the champion (the registry's `champion` alias) goes, and `python -m sweeps deploy`.
+
+python -m sweeps deploy deploy=azure_openai          fine-tune an Azure OpenAI base model on the champion's data,
+                                                     deploy it, run the eval set through the deployment
+python -m sweeps deploy test deploy=azure_openai     run the eval set through the deployment again
+python -m sweeps deploy delete deploy=azure_openai   remove the deployment (it costs an hourly fee while it exists)
+python -m sweeps deploy cancel deploy=azure_openai   cancel a fine-tuning job that is still running
+python -m sweeps deploy deploy=local                 serve the champion on localhost, OpenAI-compatible
+python -m sweeps deploy test deploy=local            run the eval set through it with the openai client
+
+The schemas live here; deploy_azure.py and deploy_local.py do the work.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import importlib
+import json
+import re
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-TARGETS = ("none",)
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from sweeps.errors import EXIT_BAD_INPUT, ConfigError, report
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+    from sweeps.promote import Promotion
+
+TARGETS = ("none", "azure_openai", "local")
+ACTIONS = ("run", "test", "delete", "cancel")
+# target -> the module that does its work (each has run, test, delete and cancel)
+CONSUMERS = {"azure_openai": "sweeps.deploy_azure", "local": "sweeps.deploy_local"}
+HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+CREDENTIALS = ("default", "environment")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
 class DeployConfig:
-    # none: keep the checkpoint and its MLflow model; nothing is deployed.
+    # none: keep the checkpoint and its MLflow model; azure_openai or local: see conf/deploy/<target>.yaml.
     target: str = "none"
+
+
+@dataclass
+class EndpointConfig(DeployConfig):
+    """What every target that answers chat completions shares: how its eval set is sent."""
+
+    # System message of every example, in fine-tuning data and evaluation; {labels} lists the label words.
+    system_prompt: str = "Classify the sentiment of the movie review. Answer with one word: {labels}."
+    # Examples of the champion's eval split sent through the endpoint (null: all of them).
+    eval_size: int | None = None
+    # Requests in flight at once while evaluating.
+    eval_concurrency: int = 4
+    # Retries of a request the service throttles (429) or fails (5xx), with its Retry-After.
+    max_retries: int = 6
+
+
+@dataclass
+class AzureOpenAIDeployConfig(EndpointConfig):
+    target: str = "azure_openai"
+    # Names of the environment variables that hold the account's coordinates and key (never the values).
+    endpoint_env: str = "AZURE_OPENAI_ENDPOINT"
+    api_key_env: str = "AZURE_OPENAI_API_KEY"
+    subscription_env: str = "AZURE_SUBSCRIPTION_ID"
+    resource_group_env: str = "AZURE_RESOURCE_GROUP"
+    account_env: str = "AZURE_OPENAI_ACCOUNT"
+    # Data-plane API version (files, fine-tuning jobs, chat completions).
+    api_version: str = "2024-10-21"
+    # Azure Resource Manager, where the deployment is created (sovereign clouds have their own).
+    management_endpoint: str = "https://management.azure.com"
+    # Token for Resource Manager: default (DefaultAzureCredential: environment, workload or managed identity,
+    # az login, ...) or environment (EnvironmentCredential: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET).
+    credential: str = "default"
+    # false when AZURE_AUTHORITY_HOST is an authority Microsoft's instance discovery does not know (private clouds).
+    instance_discovery: bool = True
+    # The Azure OpenAI model that is fine-tuned: the service trains its own models, not the local checkpoint.
+    base_model: str = "gpt-4.1-mini-2025-04-14"
+    # Part of the fine-tuned model's name.
+    suffix: str = "sweeps"
+    # Fine-tuning hyperparameter -> the champion run's param it comes from; a number is used as is, null lets the
+    # service choose. learning_rate_multiplier is the param divided by lr_reference.
+    hyperparameters: dict[str, Any] = field(
+        default_factory=lambda: {"n_epochs": "epochs", "batch_size": "batch_size", "learning_rate_multiplier": "lr"}
+    )
+    lr_reference: float = 5e-5
+    # Seed of the fine-tuning job; null: the champion run's seed.
+    seed: int | None = None
+    # The deployment that serves the fine-tuned model; a new champion's model replaces the old one in it.
+    deployment_name: str = "sweeps-champion"
+    sku_name: str = "standard"
+    sku_capacity: int = 1
+    # Seconds between status reads; minutes to wait for the job before handing back (a rerun re-attaches).
+    poll_seconds: float = 30.0
+    wait_minutes: float = 720.0
+
+
+@dataclass
+class LocalDeployConfig(EndpointConfig):
+    target: str = "local"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # The model name clients send; null: registry.model_name.
+    served_model: str | None = None
+    # Name of an environment variable whose value clients must send as their API key; null: no key.
+    api_key_env: str | None = None
+    # Seconds a request may take.
+    timeout_s: float = 60.0
+
+
+# conf/deploy/<target>.yaml extends its schema (defaults: /deploy_<target>_schema@_here_).
+ConfigStore.instance().store(name="deploy_azure_openai_schema", node=AzureOpenAIDeployConfig)
+ConfigStore.instance().store(name="deploy_local_schema", node=LocalDeployConfig)
+
+
+class DeployError(Exception):
+    """The service refused or failed (not bad input): exit status 1."""
 
 
 def problems(cfg: DeployConfig) -> list[str]:
     """Checks of the values alone."""
     if cfg.target not in TARGETS:
         return [f"deploy.target={cfg.target}: choose one of {', '.join(TARGETS)} (e.g. deploy=none)"]
+    if cfg.target == "none":
+        return []
+    schema = {"azure_openai": AzureOpenAIDeployConfig, "local": LocalDeployConfig}[cfg.target]
+    if isinstance(cfg, DictConfig) and not issubclass(OmegaConf.get_type(cfg) or DeployConfig, schema):
+        return [f"deploy.target={cfg.target}: select the target with deploy={cfg.target}, which brings its settings"]
+    errors = []
+    if cfg.eval_size is not None and cfg.eval_size < 1:
+        errors.append(f"deploy.eval_size={cfg.eval_size}: a positive number of examples, or null for all")
+    if cfg.eval_concurrency < 1:
+        errors.append(f"deploy.eval_concurrency={cfg.eval_concurrency}: must be >= 1")
+    if cfg.max_retries < 0:
+        errors.append(f"deploy.max_retries={cfg.max_retries}: must be >= 0")
+    try:
+        cfg.system_prompt.format(labels="negative or positive")
+    except (KeyError, IndexError, ValueError):
+        errors.append("deploy.system_prompt: only {labels} is filled in; double other braces ({{ }})")
+    if cfg.target == "azure_openai":
+        errors += _azure_problems(cfg)
+    else:
+        errors += _local_problems(cfg)
+    return errors
+
+
+def _azure_problems(cfg: AzureOpenAIDeployConfig) -> list[str]:
+    errors = []
+    for key in ("endpoint_env", "api_key_env", "subscription_env", "resource_group_env", "account_env"):
+        value = getattr(cfg, key)
+        if not value or not ENV_NAME.match(value):
+            errors.append(f"deploy.{key}={value}: the NAME of an environment variable (the value stays in it)")
+    if cfg.credential not in CREDENTIALS:
+        errors.append(f"deploy.credential={cfg.credential}: choose one of {', '.join(CREDENTIALS)}")
+    if not cfg.management_endpoint.startswith("https://"):
+        errors.append(f"deploy.management_endpoint={cfg.management_endpoint}: an https:// URL")
+    if not cfg.base_model:
+        errors.append("deploy.base_model is empty: name an Azure OpenAI model that can be fine-tuned")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", cfg.suffix or ""):
+        errors.append(f"deploy.suffix={cfg.suffix}: 1 to 40 letters, digits, '-', '_' or '.'")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{1,63}", cfg.deployment_name or ""):
+        errors.append(f"deploy.deployment_name={cfg.deployment_name}: 2 to 64 letters, digits, '-', '_' or '.'")
+    for name, source in (cfg.hyperparameters or {}).items():
+        if name not in HYPERPARAMETERS:
+            errors.append(f"deploy.hyperparameters.{name}: unknown; the job takes {', '.join(HYPERPARAMETERS)}")
+        elif isinstance(source, bool) or (isinstance(source, (int, float)) and source <= 0):
+            errors.append(f"deploy.hyperparameters.{name}={source}: a positive number, a run param name, or null")
+    if cfg.lr_reference <= 0:
+        errors.append(f"deploy.lr_reference={cfg.lr_reference}: must be > 0")
+    if cfg.sku_capacity < 1:
+        errors.append(f"deploy.sku_capacity={cfg.sku_capacity}: must be >= 1")
+    if not cfg.sku_name:
+        errors.append("deploy.sku_name is empty: e.g. standard, globalstandard or developer")
+    if cfg.poll_seconds <= 0 or cfg.wait_minutes <= 0:
+        errors.append("deploy.poll_seconds and deploy.wait_minutes: must be > 0")
+    return errors
+
+
+def _local_problems(cfg: LocalDeployConfig) -> list[str]:
+    errors = []
+    if not 1 <= cfg.port <= 65535:
+        errors.append(f"deploy.port={cfg.port}: a TCP port, 1 to 65535")
+    if not cfg.host:
+        errors.append("deploy.host is empty: e.g. 127.0.0.1")
+    if cfg.api_key_env is not None and not ENV_NAME.match(cfg.api_key_env):
+        errors.append(f"deploy.api_key_env={cfg.api_key_env}: the NAME of an environment variable, or null")
+    if cfg.timeout_s <= 0:
+        errors.append(f"deploy.timeout_s={cfg.timeout_s}: must be > 0")
+    return errors
+
+
+def environment_problems(cfg: DeployConfig) -> list[str]:
+    """Environment variables the target needs that are not set (a sweep checks them before its first trial)."""
+    if cfg.target == "azure_openai":
+        from sweeps.deploy_azure import missing_environment
+
+        return missing_environment(cfg, data_plane=True, management=True)
+    if cfg.target == "local" and cfg.api_key_env:
+        from sweeps.deploy_local import missing_environment
+
+        return missing_environment(cfg)
     return []
+
+
+def after_sweep(cfg: DictConfig, study: str) -> Promotion | None:
+    """The end of a sweep: promote its best trial, then deploy the champion to `deploy.target` (none: nothing)."""
+    if cfg.deploy.target == "none":
+        return None
+    from sweeps.promote import promote_best
+
+    promotion = promote_best(cfg, sweep=study)
+    print(promotion.message, flush=True)
+    if cfg.deploy.target == "azure_openai":
+        from sweeps import deploy_azure
+
+        deploy_azure.run(cfg)
+    else:
+        print("serve the champion with: python -m sweeps deploy deploy=local", flush=True)
+    return promotion
+
+
+# -- what the targets share: the champion, its eval set, and scoring a chat endpoint ---------------------------------
+
+
+@dataclass
+class Champion:
+    """The registered version the champion alias points at, the run that produced it, and that run's config."""
+
+    model_name: str
+    version: str
+    alias: str
+    run: Run
+    config: DictConfig
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}@{self.alias}"
+
+
+@dataclass
+class EvalSet:
+    """The examples sent through an endpoint, with their labels and what identifies them."""
+
+    texts: list[str]
+    labels: np.ndarray
+    label_names: list[str]
+    fingerprint: str
+    whole_split: bool
+
+
+def load_champion(cfg: DictConfig) -> Champion:
+    """The champion and its run's resolved config; no champion is bad input."""
+    from sweeps import promote, tracking
+
+    uri = tracking.resolve_uri(cfg.tracking)
+    errors = promote.problems(cfg.registry, uri) or tracking.problems(cfg.tracking)
+    if errors:
+        raise ConfigError(*errors)
+    client = promote.client(cfg)
+    version = promote.champion(client, cfg.registry)
+    if version is None:
+        raise ConfigError(
+            f"registry.model_name={cfg.registry.model_name}: no version has the '{cfg.registry.champion_alias}' alias "
+            f"at {uri}; promote one first: python -m sweeps promote"
+        )
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(version.run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            config = OmegaConf.load(client.download_artifacts(run.info.run_id, "config/resolved.yaml", tmp))
+    except (MlflowException, OSError) as exc:
+        raise ConfigError(
+            f"registry.model_name={cfg.registry.model_name}: champion version {version.version} comes from run "
+            f"{version.run_id}, whose config/resolved.yaml cannot be read ({str(exc).splitlines()[0]}); promote a "
+            "run trained by python -m sweeps train"
+        ) from None
+    return Champion(cfg.registry.model_name, str(version.version), cfg.registry.champion_alias, run, config)
+
+
+def load_data(champion: Champion, eval_size: int | None) -> tuple[pd.DataFrame, EvalSet]:
+    """The champion run's train split and (the first `eval_size` examples of) its eval split, as it saw them."""
+    import hashlib
+
+    from sweeps import tracking
+    from sweeps.dataset import DatasetConfig, load_splits
+
+    known = DatasetConfig.__dataclass_fields__
+    recorded = {k: v for k, v in OmegaConf.to_container(champion.config.dataset).items() if k in known}
+    data = OmegaConf.merge(OmegaConf.structured(DatasetConfig), recorded)
+    splits = load_splits(data, tracking.outputs_dir() / "cache" / "splits")
+    expected = champion.run.data.tags.get("dataset.eval_fingerprint")
+    if expected and splits.eval_fingerprint != expected:
+        raise ConfigError(
+            f"dataset: the eval data of champion run {champion.run.info.run_id} ({splits.source}) changed since it was "
+            f"evaluated (fingerprint {splits.eval_fingerprint}, was {expected}); restore it, or promote a run trained "
+            "on the current data"
+        )
+    frame = splits.eval if eval_size is None else splits.eval.iloc[:eval_size]
+    whole = len(frame) == len(splits.eval)
+    fingerprint = (
+        splits.eval_fingerprint
+        if whole
+        else hashlib.sha256(f"{splits.eval_fingerprint}:{len(frame)}".encode()).hexdigest()[:16]
+    )
+    texts = [str(t) for t in frame["text"].tolist()]
+    evals = EvalSet(texts, frame["label"].to_numpy(), list(data.label_names), fingerprint, whole)
+    return splits.train, evals
+
+
+def system_message(template: str, label_names: list[str]) -> str:
+    words = label_names[0] if len(label_names) == 1 else ", ".join(label_names[:-1]) + " or " + label_names[-1]
+    return template.format(labels=words)
+
+
+def parse_label(answer: str, label_names: list[str]) -> int:
+    """The label word that comes first in the answer (case-insensitive, whole words); -1 when there is none."""
+    text = answer.lower()
+    found = []
+    for index, name in enumerate(label_names):
+        match = re.search(rf"(?<![\w-]){re.escape(name.lower())}(?![\w-])", text)
+        if match:
+            found.append((match.start(), index))
+    return min(found)[1] if found else -1
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    """The training runs' metrics; an answer that names no label (-1) counts as wrong and never as positive."""
+    import numpy as np
+
+    from sweeps import metrics
+
+    if (y_pred >= 0).all():
+        return metrics.scores(y_true, y_pred, n_classes)
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = list(range(n_classes))
+    average = None if n_classes == 2 else "macro"
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=average, zero_division=0
+    )
+    if n_classes == 2:
+        precision, recall, f1 = precision[1], recall[1], f1[1]
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+    }
+
+
+def chat_eval(client: Any, model: str, evals: EvalSet, system_prompt: str | None, concurrency: int) -> dict[str, Any]:
+    """Send each eval example as a chat completion; score the label word in each answer.
+
+    `client` is an `openai.OpenAI` or `openai.AzureOpenAI`; its errors (after its retries) propagate.
+    """
+    import numpy as np
+
+    system = system_message(system_prompt, evals.label_names) if system_prompt else None
+
+    def ask(text: str) -> str:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        reply = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=8)
+        return reply.choices[0].message.content or ""
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        answers = list(pool.map(ask, evals.texts))
+    predicted = np.array([parse_label(a, evals.label_names) for a in answers])
+    values = scores(evals.labels, predicted, len(evals.label_names))
+    values["unparsed_answers"] = float((predicted < 0).sum())
+    values["eval_examples"] = float(len(evals.texts))
+    return {"metrics": values, "answers": answers, "predicted": predicted}
+
+
+def log_eval(client: MlflowClient, run_id: str, result: dict[str, Any], evals: EvalSet) -> None:
+    """The eval metrics, tags that make them comparable with local runs, and each answer as an artifact."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in result["metrics"].items()])
+    client.set_tag(run_id, "dataset.eval_fingerprint", evals.fingerprint)
+    client.set_tag(run_id, "deploy.eval_whole_split", str(evals.whole_split).lower())
+    rows = [
+        {"label": evals.label_names[int(y)], "answer": a, "predicted": evals.label_names[p] if p >= 0 else None}
+        for y, a, p in zip(evals.labels, result["answers"], result["predicted"].tolist(), strict=True)
+    ]
+    client.log_text(run_id, "\n".join(json.dumps(r) for r in rows) + "\n", "deploy/answers.jsonl")
+
+
+def comparison(champion: Champion, values: dict[str, float], evals: EvalSet) -> str:
+    """The endpoint's metrics beside the champion run's, one line each."""
+    lines = [f"{'metric':<10} {'endpoint':>9} {'champion':>9}"]
+    for key in ("accuracy", "precision", "recall", "f1"):
+        local = champion.run.data.metrics.get(key)
+        lines.append(f"{key:<10} {values[key]:>9.4f} {'-' if local is None else format(local, '.4f'):>9}")
+    if not evals.whole_split:
+        lines.append(f"(endpoint: the first {len(evals.texts)} eval examples; champion: its whole eval split)")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweeps deploy [run|test|delete|cancel]",
+        description="Deploy the registry's champion to the `deploy` target (azure_openai, local), test or remove it.",
+        epilog=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--restart", action="store_true", help="azure_openai: start a new fine-tuning job in place of a failed one"
+    )
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. deploy=azure_openai deploy.base_model=...")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    import os
+
+    from sweeps.promote import load_config
+    from sweeps.secrets import mask_text
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    action = "run"
+    if argv and not argv[0].startswith("-") and not re.search(r"[=~+]", argv[0]):
+        action, argv = argv[0], argv[1:]
+    args = _parser().parse_args(argv)
+    try:
+        if action not in ACTIONS:
+            raise ConfigError(f"deploy {action}: unknown action; choose one of {', '.join(ACTIONS)}")
+        cfg = load_config(args.overrides)
+        errors = problems(cfg.deploy)
+        if errors:
+            raise ConfigError(*errors)
+        if cfg.deploy.target == "none":
+            raise ConfigError(
+                "deploy=none: nothing to deploy; choose a target: deploy=azure_openai or deploy=local (conf/deploy/)"
+            )
+        target = importlib.import_module(CONSUMERS[cfg.deploy.target])
+        return getattr(target, action)(cfg, restart=args.restart)
+    except ConfigError as error:
+        error.errors = [mask_text(e) for e in error.errors]
+        report(error)
+        return EXIT_BAD_INPUT
+    except DeployError as error:
+        print(f"error: {mask_text(str(error))}", file=sys.stderr)
+        return 1

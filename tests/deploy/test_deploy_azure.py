@@ -1,0 +1,379 @@
+"""deploy=azure_openai against the loopback fake of Azure OpenAI, ARM and Entra ID, through the official clients
+(openai's AzureOpenAI, azure-identity, azure-mgmt-cognitiveservices), tracked on the real MLflow server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from deploy_support import EXPERIMENT, STUDY, Project, compose, free_port, promote_run, trained_sweep
+from fakes.azure_openai import AzureOpenAIFake
+
+from sweeps.deploy import main
+
+API_KEY = "azkey-SECRET-9c1f3e77ab"
+CLIENT_SECRET = "spn-SECRET-5d2e8a41c0"
+MODEL = "aoai-champion"
+
+
+@pytest.fixture(scope="module")
+def project(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    project = trained_sweep(mlflow_server, tmp_path_factory.getbasetemp() / "deploy-project")
+    promote_run(project, MODEL, project.better)
+    return project
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[AzureOpenAIFake]:
+    with AzureOpenAIFake(tmp_path, api_key=API_KEY, client_secret=CLIENT_SECRET) as service:
+        yield service
+
+
+@pytest.fixture
+def azure(fake: AzureOpenAIFake, project: Project, monkeypatch: pytest.MonkeyPatch) -> AzureOpenAIFake:
+    """The fake, with its account in this process's environment (for in-process CLI calls)."""
+    for key, value in fake.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SWEEPS_OUTPUTS", str(project.root / "outputs"))
+    return fake
+
+
+def _args(project: Project, fake: AzureOpenAIFake, *extra: str) -> list[str]:
+    return ["deploy=azure_openai", *project.overrides(MODEL), *fake.overrides(), *extra]
+
+
+def _client(project: Project):
+    from mlflow import MlflowClient
+
+    return MlflowClient(project.tracking_uri)
+
+
+def _all_deploy_runs(project: Project) -> list:
+    client = _client(project)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return client.search_runs([experiment.experiment_id], "tags.`sweeps.kind` = 'deploy'")
+
+
+def _deploy_runs(project: Project, fake: AzureOpenAIFake) -> list:
+    """The runs of this fake's jobs."""
+    return [r for r in _all_deploy_runs(project) if r.data.tags.get("azure.job") in fake.jobs]
+
+
+def test_fine_tune_deploy_evaluate_resume_test_delete(project: Project, azure: AzureOpenAIFake, capsys) -> None:
+    fake = azure
+    fake.rate_limited_calls = 3  # throttled chat completions are retried after Retry-After
+    outputs = []
+
+    def cli(*args: str) -> str:
+        """As a user runs it, in a fresh process."""
+        done = project.cli(["deploy", *args, *_args(project, fake)], **fake.env())
+        outputs.append(done.stdout + done.stderr)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        return done.stdout
+
+    def call(*args: str) -> str:
+        """The same entry point, in this process."""
+        code = main([*args, *_args(project, fake)])
+        captured = capsys.readouterr()
+        outputs.append(captured.out + captured.err)
+        assert code == 0, captured.err
+        return captured.out
+
+    first = cli()
+    champion = _client(project).get_run(project.better)
+    params = champion.data.params
+
+    # Files: the champion's train and eval splits as chat-format JSONL, purpose fine-tune.
+    assert len(fake.files) == 2 and all(f["purpose"] == "fine-tune" for f in fake.files.values())
+    (job,) = fake.jobs.values()
+    train = fake.file_data[job["training_file"]]
+    validation = fake.file_data[job["validation_file"]]
+    assert len(train) == 64 and len(validation) == 32
+    assert [m["role"] for m in train[0]["messages"]] == ["system", "user", "assistant"]
+    assert {e["messages"][2]["content"] for e in train} == {"negative", "positive"}
+    assert "negative or positive" in train[0]["messages"][0]["content"]
+    # The job: base model, suffix, hyperparameters mapped from the champion run.
+    assert job["model"] == "gpt-4.1-mini-2025-04-14" and job["suffix"] == "sweeps" and job["status"] == "succeeded"
+    assert job["hyperparameters"] == {
+        "n_epochs": int(params["epochs"]),
+        "batch_size": int(params["batch_size"]),
+        "learning_rate_multiplier": pytest.approx(float(params["lr"]) / 5e-5),
+    }
+    # The deployment, through ARM.
+    (put,) = fake.deployment_puts
+    assert put["sku"] == {"name": "standard", "capacity": 1}
+    assert put["properties"]["model"] == {"format": "OpenAI", "name": job["fine_tuned_model"], "version": "1"}
+    assert fake.deployments["sweeps-champion"]["properties"]["provisioningState"] == "Succeeded"
+    assert "hourly hosting fee" in first and "deploy delete" in first
+
+    # MLflow: one run with the ids, the job's events as metrics, and the deployment's scores on the eval set.
+    (run,) = _deploy_runs(project, fake)
+    tags, metrics = run.data.tags, run.data.metrics
+    assert run.info.status == "FINISHED"
+    assert tags["azure.job"] == job["id"] and tags["azure.fine_tuned_model"] == job["fine_tuned_model"]
+    assert tags["azure.deployment"] == "sweeps-champion" and tags["deploy.source_run"] == project.better
+    assert tags["dataset.eval_fingerprint"] == champion.data.tags["dataset.eval_fingerprint"]
+    history = _client(project).get_metric_history(run.info.run_id, "ft_train_loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert len(fake.chat_answers) == 32
+    expected = _scores(project, fake)
+    for key in ("accuracy", "precision", "recall", "f1"):
+        assert metrics[key] == pytest.approx(expected[key])
+        assert f"{key:<10} {metrics[key]:>9.4f}" in first
+
+    # A rerun re-attaches: no second upload, job, deployment or evaluation.
+    cli()
+    assert (len(fake.files), len(fake.jobs), len(fake.deployment_puts), len(fake.chat_answers)) == (2, 1, 1, 32)
+    assert len(_deploy_runs(project, fake)) == 1
+
+    # `deploy test` evaluates the deployment again into a new run; `deploy delete` removes it.
+    call("test")
+    assert len(fake.chat_answers) == 64
+    tested = [r for r in _all_deploy_runs(project) if r.data.tags.get("deploy.action") == "test"]
+    assert tested and tested[0].data.metrics["accuracy"] == pytest.approx(metrics["accuracy"])
+    call("delete")
+    assert fake.deployments == {}
+    assert _client(project).get_run(run.info.run_id).data.tags["azure.deployment_state"] == "Deleted"
+
+    # No secret anywhere: output, outputs/, the MLflow server's store, params and tags.
+    secrets = [API_KEY, CLIENT_SECRET, *fake.tokens]
+    assert fake.tokens, "the management API was called with a token from the credential chain"
+    _assert_nowhere(secrets, outputs, project)
+
+
+def _scores(project: Project, fake: AzureOpenAIFake) -> dict[str, float]:
+    """The four metrics computed here from what the fake answered for each eval text."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    from sweeps.deploy import load_champion, load_data
+
+    champion = load_champion(compose([*project.overrides(MODEL)]))
+    _, evals = load_data(champion, None)
+    answers = dict(fake.chat_answers)
+    predicted = np.array([evals.label_names.index(answers[t]) for t in evals.texts])
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        evals.labels, predicted, average="binary", zero_division=0
+    )
+    return {"accuracy": accuracy_score(evals.labels, predicted), "precision": precision, "recall": recall, "f1": f1}
+
+
+def _assert_nowhere(secrets: list[str], outputs: list[str], project: Project) -> None:
+    for text in outputs:
+        for secret in secrets:
+            assert secret not in text
+    stores = [project.root / "outputs", *project.root.parent.glob("mlflow-server*")]
+    files = [p for folder in stores for p in folder.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in files) and any(p.name == "events.log" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, f"a secret leaked into {path}"
+    client = _client(project)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    for run in client.search_runs([experiment.experiment_id]):
+        values = " ".join([*run.data.params.values(), *run.data.tags.values()])
+        for secret in secrets:
+            assert secret not in values
+
+
+def test_rerun_reattaches_to_a_running_job(project: Project, azure: AzureOpenAIFake, capsys) -> None:
+    azure.hold_jobs = True
+    args = _args(project, azure, "deploy.wait_minutes=0.002")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "is still" in err and "rerun the same command to re-attach" in err
+    assert main(args) == 1
+    assert len(azure.jobs) == 1 and len(azure.files) == 2
+    azure.hold_jobs = False
+    assert main(_args(project, azure)) == 0
+    out = capsys.readouterr().out
+    assert "re-attached to fine-tuning job" in out
+    (job,) = azure.jobs.values()
+    assert job["status"] == "succeeded" and len(azure.files) == 2 and len(azure.deployment_puts) == 1
+    (run,) = _deploy_runs(project, azure)
+    assert run.info.status == "FINISHED" and run.data.tags["azure.job"] == job["id"]
+
+
+def test_cancel_stops_a_running_job(project: Project, azure: AzureOpenAIFake, capsys) -> None:
+    azure.hold_jobs = True
+    assert main(_args(project, azure, "deploy.wait_minutes=0.002")) == 1
+    assert main(["cancel", *_args(project, azure)]) == 0
+    (job,) = azure.jobs.values()
+    assert job["status"] == "cancelled" and "cancelled fine-tuning job" in capsys.readouterr().out
+    assert main(_args(project, azure)) == 1
+    assert "cancelled; start a new one with python -m sweeps deploy --restart" in capsys.readouterr().err
+    assert len(azure.jobs) == 1
+
+
+def test_a_failed_job_is_reported_and_replaced_only_with_restart(project: Project, azure: AzureOpenAIFake, capsys):
+    azure.fail_jobs = True
+    assert main(_args(project, azure)) == 1
+    err = capsys.readouterr().err
+    assert "failed (server_error: The fine-tuning job failed due to an internal error.)" in err
+    (run,) = _deploy_runs(project, azure)
+    assert run.info.status == "FAILED"
+    assert main(_args(project, azure)) == 1 and len(azure.jobs) == 1
+    azure.fail_jobs = False
+    assert main(["--restart", *_args(project, azure)]) == 0
+    assert len(azure.jobs) == 2 and len(azure.deployment_puts) == 1
+    (run,) = _deploy_runs(project, azure)
+    assert run.info.status == "FINISHED" and run.data.tags["azure.previous_jobs"] in azure.jobs
+
+
+def test_a_rejected_file_starts_no_job(project: Project, azure: AzureOpenAIFake, capsys) -> None:
+    azure.reject_files = True
+    assert main(_args(project, azure)) == 1
+    err = capsys.readouterr().err
+    assert "Azure OpenAI rejected the train file" in err and "prohibited content" in err
+    assert azure.jobs == {} and azure.deployments == {}
+
+
+def test_no_deployment_quota_names_the_capacity(project: Project, azure: AzureOpenAIFake, capsys) -> None:
+    azure.quota_exhausted = True
+    assert main(_args(project, azure)) == 1
+    err = capsys.readouterr().err
+    assert "InsufficientQuota" in err and "deploy.sku_capacity" in err
+    assert azure.deployments == {} and len(azure.jobs) == 1
+
+
+def _unset(name: str):
+    return lambda monkeypatch, fake: monkeypatch.delenv(name)
+
+
+def _set(name: str, value):
+    return lambda monkeypatch, fake: monkeypatch.setenv(name, value(fake) if callable(value) else value)
+
+
+BAD_INPUT = {
+    "missing api key": (_unset("AZURE_OPENAI_API_KEY"), [], "AZURE_OPENAI_API_KEY is not set"),
+    "missing account": (_unset("AZURE_OPENAI_ACCOUNT"), [], "AZURE_OPENAI_ACCOUNT is not set"),
+    "wrong api key": (_set("AZURE_OPENAI_API_KEY", "azkey-wrong-000000"), [], "rejected the key (401"),
+    "unreachable endpoint": (
+        _set("AZURE_OPENAI_ENDPOINT", lambda fake: f"http://127.0.0.1:{free_port()}"),
+        [],
+        "AZURE_OPENAI_ENDPOINT=http://127.0.0.1:",
+    ),
+    "no credential": (
+        _unset("AZURE_CLIENT_SECRET"),
+        ["deploy.credential=environment"],
+        "deploy.credential=environment",
+    ),
+    "unknown account": (_set("AZURE_OPENAI_ACCOUNT", "not-mine"), [], "account not-mine not found"),
+    "base model that cannot be fine-tuned": (None, ["deploy.base_model=gpt-2"], "deploy.base_model=gpt-2"),
+    "unmapped hyperparameter": (None, ["deploy.hyperparameters.n_epochs=passes"], "deploy.hyperparameters.n_epochs"),
+    "no champion": (None, ["registry.model_name=nobody"], "registry.model_name=nobody"),
+    "unknown target": (None, ["deploy=azure"], "deploy=azure: no such option"),
+    "no target": (None, ["deploy=none"], "deploy=none: nothing to deploy"),
+    "value in an env-name field": (None, ["deploy.api_key_env=sk-123"], "deploy.api_key_env=sk-123"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
+def test_bad_input_is_reported_before_anything_is_created(
+    case: str, project: Project, azure: AzureOpenAIFake, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    change, overrides, expected = BAD_INPUT[case]
+    if change:
+        change(monkeypatch, azure)
+    before = len(_all_deploy_runs(project))
+    target = overrides[:1] if overrides[:1] and overrides[0].startswith("deploy=") else []
+    argv = [*overrides, *project.overrides(MODEL)] if target else [*_args(project, azure), *overrides]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err, err
+    assert API_KEY not in err and CLIENT_SECRET not in err
+    assert azure.files == {} and azure.jobs == {} and azure.deployment_puts == []
+    assert len(_all_deploy_runs(project)) == before
+
+
+def test_delete_without_a_deployment_and_test_without_one(project: Project, azure: AzureOpenAIFake, capsys) -> None:
+    assert main(["delete", *_args(project, azure)]) == 0
+    assert "nothing to delete" in capsys.readouterr().out
+    assert main(["test", *_args(project, azure)]) == 2
+    assert "deploy.deployment_name=sweeps-champion: no such deployment" in capsys.readouterr().err
+
+
+def test_the_end_of_a_sweep_promotes_its_best_trial_then_deploys(project: Project, azure: AzureOpenAIFake) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from sweeps.deploy import after_sweep
+
+    assert after_sweep(compose(project.overrides("after-sweep-none")), STUDY) is None  # deploy=none: nothing
+    with pytest.raises(MlflowException):
+        _client(project).get_registered_model("after-sweep-none")
+    cfg = compose(["deploy=azure_openai", *project.overrides("after-sweep"), *azure.overrides()])
+    promotion = after_sweep(cfg, STUDY)
+    assert promotion.run_id == project.better and promotion.alias == "champion"
+    (job,) = azure.jobs.values()
+    assert job["status"] == "succeeded"
+    assert azure.deployments["sweeps-champion"]["properties"]["model"]["name"] == job["fine_tuned_model"]
+
+
+def test_the_fake_rejects_what_azure_rejects(fake: AzureOpenAIFake) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    import openai
+    from azure.core.exceptions import HttpResponseError
+    from azure.identity import ClientSecretCredential
+    from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
+    from azure.mgmt.cognitiveservices.models import Deployment, DeploymentModel, DeploymentProperties, Sku
+
+    client = openai.AzureOpenAI(azure_endpoint=fake.endpoint, api_key=API_KEY, api_version="2024-10-21", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        openai.AzureOpenAI(azure_endpoint=fake.endpoint, api_key="nope", api_version="2024-10-21").models.list()
+    with pytest.raises(urllib.error.HTTPError) as no_version:  # no api-version: Azure answers 404
+        urllib.request.urlopen(urllib.request.Request(f"{fake.endpoint}/openai/files", headers={"api-key": API_KEY}))
+    assert no_version.value.code == 404 and json.loads(no_version.value.read())["error"]["code"] == "404"
+    good = b'{"messages": [{"role": "user", "content": "fine"}, {"role": "assistant", "content": "positive"}]}\n'
+    with pytest.raises(openai.BadRequestError):
+        client.files.create(file=("train.jsonl", good), purpose="assistants")
+    bad = client.files.create(
+        file=("train.jsonl", b'{"messages": [{"role": "robot", "content": "x"}]}\n'), purpose="fine-tune"
+    )
+    rejected = client.files.retrieve(bad.id)
+    assert rejected.status == "error" and "role" in rejected.status_details
+    few = client.files.create(file=("train.jsonl", good * 3), purpose="fine-tune")
+    assert client.files.retrieve(few.id).status == "processed"
+    with pytest.raises(openai.BadRequestError, match="does not support fine-tuning"):
+        client.fine_tuning.jobs.create(model="gpt-2", training_file=few.id)
+    with pytest.raises(openai.BadRequestError, match="is error, not processed"):
+        client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=bad.id)
+    job = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=few.id)
+    job = client.fine_tuning.jobs.retrieve(job.id)  # validation: too few examples
+    assert job.status == "failed" and job.error.code == "invalid_training_file"
+    with pytest.raises(openai.ConflictError):
+        client.fine_tuning.jobs.cancel(job.id)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="missing", messages=[{"role": "user", "content": "x"}])
+
+    credential = ClientSecretCredential(
+        fake.tenant_id,
+        fake.client_id,
+        CLIENT_SECRET,
+        authority=fake.management_endpoint,
+        disable_instance_discovery=True,
+        connection_verify=str(fake.ca_file),
+    )
+    management = CognitiveServicesManagementClient(
+        credential,
+        fake.subscription,
+        base_url=fake.management_endpoint,
+        credential_scopes=[f"{fake.management_endpoint}/.default"],
+        connection_verify=str(fake.ca_file),
+    )
+    body = Deployment(
+        sku=Sku(name="Premium", capacity=1),
+        properties=DeploymentProperties(
+            model=DeploymentModel(format="OpenAI", name="gpt-4o-mini-2024-07-18", version="1")
+        ),
+    )
+    with pytest.raises(HttpResponseError) as refused:
+        management.deployments.begin_create_or_update(fake.resource_group, fake.account, "d", body).result()
+    assert refused.value.status_code == 400 and refused.value.error.code == "InvalidSkuName"
+    with pytest.raises(HttpResponseError) as missing:
+        management.accounts.get(fake.resource_group, "someone-else")
+    assert missing.value.status_code == 404 and missing.value.error.code == "ResourceNotFound"
