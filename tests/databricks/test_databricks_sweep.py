@@ -1,0 +1,114 @@
+"""Sweeps end to end on the fake workspace: `sweeps train` trials on job clusters, kill -9 and resume."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import optuna
+from dbx_helpers import DATABRICKS_COMPUTE, TINY_TRAIN, TrialApp, sweeps_cli, user_env, wait_for
+from fakes.databricks import FakeWorkspace
+from optuna.trial import TrialState
+
+
+def test_sweeps_train_trials_on_job_clusters(
+    workspace: FakeWorkspace, outputs: Path, tmp_path: Path, mlflow_server: str
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = [
+        "train",
+        "-m",
+        *DATABRICKS_COMPUTE,
+        *TINY_TRAIN,
+        "dataset.train_size=64",
+        "dataset.eval_size=32",
+        "batch_size=8",
+        "max_steps=8",
+        "eval_every=2",
+        "objective=eval_loss",
+        "save_checkpoint=false",
+        f"tracking.uri={mlflow_server}",
+        "tracking.experiment=databricks-e2e",
+        "tracking.log_model=false",
+        "hydra/sweeper=sweeps_optuna",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=databricks-e2e",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.workers=1",
+        "hydra.sweeper.direction=minimize",
+        "hydra.sweeper.pruner.name=median",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.poll_interval=0.2",
+        "hydra.sweeper.sampler.seed=0",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        "lr=1e-3,3e-3",
+    ]
+    result = sweeps_cli(args, tmp_path, user_env(workspace, outputs, tmp_path / "home"), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trials = optuna.load_study(study_name="databricks-e2e", storage=storage).get_trials()
+    assert len(trials) == 1
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert all(t.intermediate_values for t in trials), "eval metrics of a trial never reached the driver"
+    runs = workspace.runs
+    assert len(runs) == 1 and len(workspace.submits()) == 1
+    for t in trials:
+        run_id = int(t.user_attrs["sweeps:external_id"])
+        life, result_state = workspace.run_states()[run_id]
+        if t.state == TrialState.PRUNED:
+            assert run_id in workspace.cancels()
+        else:
+            assert (life, result_state) == ("TERMINATED", "SUCCESS")
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("databricks-e2e")
+    trial_runs = [r for r in client.search_runs([experiment.experiment_id]) if "sweeps.trial" in r.data.tags]
+    assert len(trial_runs) == 1
+    parent = {r.data.tags.get("mlflow.parentRunId") for r in trial_runs}
+    assert len(parent) == 1 and None not in parent
+    for run in trial_runs:
+        run_id = int(run.data.tags["databricks.run_id"])
+        assert run_id in runs
+        assert run.data.tags["databricks.run_page_url"].endswith(f"/run/{run_id}")
+        assert "eval_eval_loss" in run.data.metrics
+
+    # the token reached neither the console, nor a file here or on the workspace, nor MLflow
+    token = workspace.token
+    assert token not in result.stdout + result.stderr
+    for folder in (tmp_path, workspace.root):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert token.encode() not in path.read_bytes(), path
+    for run in client.search_runs([experiment.experiment_id]):
+        assert token not in repr(run.data.params) + repr(run.data.tags)
+    for run in trial_runs:
+        resolved = client.download_artifacts(run.info.run_id, "config/resolved.yaml", str(tmp_path))
+        assert token not in Path(resolved).read_text()
+
+
+def test_kill_9_then_resume_attaches_to_the_runs_still_going(trial_app: TrialApp) -> None:
+    workspace = trial_app.workspace
+    args = ("hydra.sweeper.poll_interval=0.1", "sweep.n_trials=4", "durations=[1.0,1.0,8,8]")
+    driver = trial_app.start(*args)
+    try:
+        wait_for(
+            lambda: len(trial_app.records("start")) >= 4 and trial_app.states().get("COMPLETE", 0) >= 2,
+            180,
+            "two trials to finish and two more to start",
+        )
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    running = {t.number for t in trial_app.trials() if t.state == TrialState.RUNNING}
+    assert running == {2, 3}
+    going = [r for r, (life, _) in workspace.run_states().items() if life in ("PENDING", "RUNNING")]
+    assert len(going) == 2, "the runs of a killed driver go on"
+
+    result = trial_app.run(*args)
+    assert result.returncode == 0, result.stderr
+    assert trial_app.states() == {"COMPLETE": 4}
+    assert len(workspace.submits()) == 4, "a run still going was submitted again"
+    assert not workspace.cancels()
+    ends = [r["trial"] for r in trial_app.records("end")]
+    assert sorted(ends) == [0, 1, 2, 3], "a trial ran twice"
