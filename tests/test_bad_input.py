@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import GPT2_TOKENIZER, IMDB, OFFLINE_IMDB, free_port, run_cli
+from support import GPT2_TOKENIZER, IMDB, OFFLINE_IMDB, free_port, run_cli
 
 
 def _labels_out_of_range(tmp: Path) -> list[str]:

@@ -8,7 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from conftest import OFFLINE_IMDB, cli_env, free_port, run_cli, wait_http
+from support import OFFLINE_IMDB, cli_env, free_port, run_cli, wait_http
 
 HEAVY = ("torch", "transformers", "mlflow", "datasets", "pandas", "sklearn")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import OFFLINE_IMDB, run_cli
+from support import OFFLINE_IMDB, run_cli
 
 from sweeps.secrets import MASK, mask
 

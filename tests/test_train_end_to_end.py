@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE_IMDB, run_cli
+from support import OFFLINE_IMDB, run_cli
 
 RUN = [*OFFLINE_IMDB, "max_steps=30", "eval_every=15", "dataset.train_size=400", "dataset.eval_size=200", "lr=1e-3"]
 

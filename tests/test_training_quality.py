@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import OFFLINE_IMDB, SHARED
 from hydra import compose, initialize_config_dir
+from support import OFFLINE_IMDB, SHARED
 
 from sweeps.config import conf_dir, register
 

@@ -12,7 +12,8 @@ commands:
   compare [--sweep N]   table of a sweep's trials (--format table|csv|json)
   ui [--port P]         MLflow UI on the project's tracking store
   promote               register the best trial of the last sweep; move the `champion` alias if it wins
-  deploy [test|delete]  deploy the champion to the `deploy` target (azure_openai, local), test or remove it
+  deploy [run|test|delete|cancel]
+                        deploy the champion to the `deploy` target (azure_openai, local), test or remove it
   databricks check|cleanup
                         validate workspace auth, spark version and node type; cancel a sweep's runs
 
@@ -20,6 +21,7 @@ examples:
   python -m sweeps train model=gpt2 lr=2e-5
   python -m sweeps train experiment=offline
   python -m sweeps train -m lr=1e-5,2e-5,5e-5 batch_size=8,16
+  python -m sweeps train -m sweep=imdb_tpe sweep.workers=2
 """
 
 # command -> module whose main(argv) -> int runs it

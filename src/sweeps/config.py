@@ -12,6 +12,8 @@ from sweeps.dataset import DatasetConfig
 from sweeps.deploy import DeployConfig
 from sweeps.model import ModelConfig
 from sweeps.optimizer import OptimizerConfig
+from sweeps.promote import RegistryConfig
+from sweeps.sweep import SweepConfig, direction_for
 from sweeps.tokenizer import TokenizerConfig
 from sweeps.tracking import TrackingConfig
 
@@ -25,6 +27,8 @@ class Config:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     # Shortcuts, interpolated into the groups (lr=2e-5 is optimizer.lr=2e-5).
     lr: float = 5e-5
     batch_size: int = 8
@@ -49,8 +53,15 @@ OBJECTIVES = ("accuracy", "precision", "recall", "f1", "eval_loss")
 
 
 def register() -> None:
-    """Make the schemas known to Hydra (config.yaml extends `base_config`)."""
+    """Make the schemas known to Hydra (config.yaml extends `base_config`) and the resolvers it uses."""
+    from omegaconf import OmegaConf
+
     ConfigStore.instance().store(name="base_config", node=Config)
+    if not OmegaConf.has_resolver("direction"):
+        OmegaConf.register_new_resolver("direction", direction_for)
+    from sweeps import databricks
+
+    databricks.register()
 
 
 def conf_dir() -> Path:

@@ -103,9 +103,9 @@ def _selection_key(cfg: DatasetConfig) -> str:
     root = Path(cfg.path).expanduser().resolve()
     files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.suffix in SUFFIXES)
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
-    settings = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    settings = OmegaConf.to_container(cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg), resolve=True)
     for unused in ("prompt", "name", "subset"):  # do not change the selected rows
         settings.pop(unused)
     blob = json.dumps({"files": stats, "settings": settings}, sort_keys=True, default=str)

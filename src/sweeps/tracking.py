@@ -97,6 +97,13 @@ def sweep_tags() -> dict[str, str]:
     return tags
 
 
+def run_name(default: str) -> str:
+    """`<study>-trial-<n>` for a sweep's trial, else `default` (the run dir's name)."""
+    if os.environ.get("SWEEPS_TRIAL_NUMBER"):
+        return f"{os.environ.get('SWEEPS_STUDY_NAME', 'sweep')}-trial-{os.environ['SWEEPS_TRIAL_NUMBER']}"
+    return default
+
+
 def flatten(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as dotted keys, secrets masked."""
     flat: dict[str, Any] = {}
@@ -127,7 +134,7 @@ def provenance_tags() -> dict[str, str]:
     """Git commit of the code and versions of the packages that shape a run."""
     from importlib.metadata import PackageNotFoundError, version
 
-    tags = {}
+    tags = {"mlflow.source.name": "python -m sweeps train", "mlflow.source.type": "LOCAL"}
     for package in PACKAGES:
         try:
             tags[f"version.{package}"] = version(package)

@@ -103,7 +103,9 @@ def train(cfg: DictConfig) -> float:
     amp = compute.autocast(cfg.compute, device)
     answers = label_word_ids(tok, list(cfg.dataset.label_names))
     out_dir = _output_dir()
+    # Set by the sweeper: where this trial reports its objective, and the file whose presence prunes it.
     progress_file = os.environ.get("SWEEPS_PROGRESS_FILE")
+    prune_file = os.environ.get("SWEEPS_PRUNE_FILE")
 
     def evaluate() -> tuple:
         if causal_lm:
@@ -127,6 +129,8 @@ def train(cfg: DictConfig) -> float:
         if progress_file:
             with open(progress_file, "a") as fh:
                 fh.write(json.dumps({"step": step, "value": values[cfg.objective]}) + "\n")
+        if _pruned(prune_file):
+            raise Pruned(step)
 
     def on_log(step: int, loss: float, rate: float, tokens_per_s: float) -> None:
         mlflow.log_metrics({"loss": loss, "learning_rate": rate, "tokens_per_s": tokens_per_s}, step=step)
@@ -142,7 +146,7 @@ def train(cfg: DictConfig) -> float:
         "dataset.source": splits.source,
         "model.task": cfg.model.task,
     }
-    run = mlflow.start_run(run_name=os.environ.get("SWEEPS_RUN_NAME") or out_dir.name, tags=tags)
+    run = mlflow.start_run(run_name=tracking.run_name(out_dir.name), tags=tags)
     previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
         tracking.log_config(cfg, _overrides())
@@ -209,7 +213,14 @@ def train(cfg: DictConfig) -> float:
         if model_uri:
             mlflow.set_tag("model_uri", model_uri)
         mlflow.end_run()
-    except KeyboardInterrupt:
+    except Pruned as stop:  # the sweeper's decision, read between steps (in-process launchers)
+        mlflow.set_tag("sweeps.state", "pruned")
+        mlflow.end_run("KILLED")
+        log.info("pruned by the sweeper at step %d", stop.step)
+        return float(history[-1]["values"][cfg.objective])
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a launcher that pruned or cancelled the trial
+        if _pruned(prune_file):
+            mlflow.set_tag("sweeps.state", "pruned")
         mlflow.end_run("KILLED")
         raise
     except BaseException:
@@ -220,6 +231,18 @@ def train(cfg: DictConfig) -> float:
             signal.signal(signal.SIGTERM, previous)
     _summary(cfg, values, out_dir, checkpoint if cfg.save_checkpoint else None, uri, run, model_uri)
     return float(values[cfg.objective])
+
+
+class Pruned(Exception):
+    """The sweeper pruned this trial at `step`."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"pruned at step {step}")
+        self.step = step
+
+
+def _pruned(prune_file: str | None) -> bool:
+    return bool(prune_file) and os.path.exists(prune_file)
 
 
 def _interrupt(signum, frame) -> None:  # noqa: ARG001
