@@ -333,31 +333,6 @@ def parse_label(answer: str, label_names: list[str]) -> int:
     return min(found)[1] if found else -1
 
 
-def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
-    """The training runs' metrics; an answer that names no label (-1) counts as wrong and never as positive."""
-    import numpy as np
-
-    from sweeps import metrics
-
-    if (y_pred >= 0).all():
-        return metrics.scores(y_true, y_pred, n_classes)
-    from sklearn.metrics import precision_recall_fscore_support
-
-    labels = list(range(n_classes))
-    average = None if n_classes == 2 else "macro"
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average=average, zero_division=0
-    )
-    if n_classes == 2:
-        precision, recall, f1 = precision[1], recall[1], f1[1]
-    return {
-        "accuracy": float(np.mean(y_true == y_pred)),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-    }
-
-
 def chat_eval(client: Any, model: str, evals: EvalSet, system_prompt: str | None, concurrency: int) -> dict[str, Any]:
     """Send each eval example as a chat completion; score the label word in each answer.
 
@@ -374,8 +349,10 @@ def chat_eval(client: Any, model: str, evals: EvalSet, system_prompt: str | None
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         answers = list(pool.map(ask, evals.texts))
+    from sweeps import metrics
+
     predicted = np.array([parse_label(a, evals.label_names) for a in answers])
-    values = scores(evals.labels, predicted, len(evals.label_names))
+    values = metrics.scores(evals.labels, predicted, len(evals.label_names))
     values["unparsed_answers"] = float((predicted < 0).sum())
     values["eval_examples"] = float(len(evals.texts))
     return {"metrics": values, "answers": answers, "predicted": predicted}

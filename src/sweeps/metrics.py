@@ -8,15 +8,18 @@ import numpy as np
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Accuracy, and precision/recall/F1 of the positive class (macro averages past two classes)."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+    """Accuracy, and precision/recall/F1 of the positive class (macro averages past two classes). A prediction
+    outside the classes (-1: an endpoint's answer that names no label) counts as wrong, never as positive."""
+    from sklearn.metrics import precision_recall_fscore_support
 
-    average = "binary" if n_classes == 2 else "macro"
+    binary = n_classes == 2
     precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average=average, labels=list(range(n_classes)), zero_division=0
+        y_true, y_pred, average=None if binary else "macro", labels=list(range(n_classes)), zero_division=0
     )
+    if binary:
+        precision, recall, f1 = precision[1], recall[1], f1[1]
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy": float(np.mean(np.asarray(y_true) == np.asarray(y_pred))),
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),

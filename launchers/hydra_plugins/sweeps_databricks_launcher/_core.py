@@ -488,14 +488,9 @@ def _tail(text: str, lines: int) -> str:
 
 
 def wait_any(handles: Sequence[RunHandle], timeout: float | None = None) -> list[RunHandle]:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        done = [h for h in handles if h.done()]
-        if done or not handles:
-            return done
-        if deadline is not None and time.monotonic() >= deadline:
-            return []
-        time.sleep(WAIT_SLEEP_S)
+    from sweeps.launching import wait_any
+
+    return wait_any(handles, timeout, WAIT_SLEEP_S)
 
 
 def launch(
@@ -515,21 +510,13 @@ def launch(
     log.info(f"Sweep output dir : {sweep_dir}")
     for i, overrides in enumerate(job_overrides):
         log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(overrides))}")
-    pending = list(enumerate(job_overrides))
-    running: dict[RunHandle, int] = {}
-    results: list[JobReturn | None] = [None] * len(job_overrides)
-    try:
-        while pending or running:
-            while pending and len(running) < session.slots:
-                i, overrides = pending.pop(0)
-                running[session.submit(overrides, initial_job_idx + i, {})] = i
-            for handle in wait_any(list(running), timeout=1.0):
-                results[running.pop(handle)] = handle.result()
-    except BaseException:
-        for handle in running:
-            handle.cancel()
-        for handle in running:
-            handle.wait(timeout=60)
-        raise
-    assert all(r is not None for r in results)
-    return [r for r in results if r is not None]
+    from sweeps.launching import run_batch
+
+    return run_batch(
+        session.submit,
+        lambda running: running < session.slots,
+        job_overrides,
+        initial_job_idx,
+        WAIT_SLEEP_S,
+        cancel_wait=60,
+    )

@@ -377,14 +377,9 @@ class SlotPool:
 
 
 def wait_any(handles: Sequence[JobHandle], timeout: float | None = None) -> list[JobHandle]:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        done = [h for h in handles if h.done()]
-        if done or not handles:
-            return done
-        if deadline is not None and time.monotonic() >= deadline:
-            return []
-        time.sleep(POLL_S)
+    from sweeps.launching import wait_any
+
+    return wait_any(handles, timeout, POLL_S)
 
 
 def launch(
@@ -405,21 +400,6 @@ def launch(
     for i, overrides in enumerate(job_overrides):
         log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(overrides))}")
 
-    pending = list(enumerate(job_overrides))
-    running: dict[JobHandle, int] = {}
-    results: list[JobReturn | None] = [None] * len(job_overrides)
-    try:
-        while pending or running:
-            while pending and pool.free_slots():
-                i, overrides = pending.pop(0)
-                running[pool.submit(overrides, initial_job_idx + i, {})] = i
-            for handle in wait_any(list(running), timeout=1.0):
-                results[running.pop(handle)] = handle.result()
-    except BaseException:
-        for handle in running:
-            handle.cancel()
-        for handle in running:
-            handle.wait()
-        raise
-    assert all(r is not None for r in results)
-    return [r for r in results if r is not None]
+    from sweeps.launching import run_batch
+
+    return run_batch(pool.submit, lambda running: bool(pool.free_slots()), job_overrides, initial_job_idx, POLL_S)
