@@ -3,11 +3,14 @@ asynchronous `submit()`."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn
+from omegaconf import DictConfig
 
 
 def wait_any(handles: Sequence[Any], timeout: float | None, poll: float) -> list[Any]:
@@ -20,6 +23,29 @@ def wait_any(handles: Sequence[Any], timeout: float | None, poll: float) -> list
         if deadline is not None and time.monotonic() >= deadline:
             return []
         time.sleep(poll)
+
+
+def start_batch(config: DictConfig) -> Path:
+    """What every Hydra launcher does first: global resolvers, Hydra's logging, the sweep dir (returned)."""
+    from hydra.core.utils import configure_log, setup_globals
+
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    return sweep_dir
+
+
+def log_batch(
+    log: logging.Logger, where: str, sweep_dir: Path, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> None:
+    """Hydra's launch message: how many jobs go where, the sweep dir, and each job's overrides."""
+    from hydra.core.utils import filter_overrides
+
+    log.info(f"Launching {len(job_overrides)} jobs {where}")
+    log.info(f"Sweep output dir : {sweep_dir}")
+    for i, overrides in enumerate(job_overrides):
+        log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(overrides))}")
 
 
 def run_batch(

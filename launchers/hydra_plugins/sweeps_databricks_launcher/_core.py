@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import DictConfig, open_dict
 
 from . import _wheel
@@ -498,19 +498,13 @@ def launch(
 ) -> Sequence[JobReturn]:
     """Hydra's batch API: run all jobs, at most n_jobs at a time, and return their results in order."""
     from sweeps.errors import exit_on_config_error
+    from sweeps.launching import log_batch, run_batch, start_batch
 
-    setup_globals()
     assert launcher.config is not None
-    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    sweep_dir = start_batch(launcher.config)
     with exit_on_config_error():
         session = launcher.session()
-    log.info(f"Launching {len(job_overrides)} jobs on Databricks, {session.slots} at a time")
-    log.info(f"Sweep output dir : {sweep_dir}")
-    for i, overrides in enumerate(job_overrides):
-        log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(overrides))}")
-    from sweeps.launching import run_batch
+    log_batch(log, f"on Databricks, {session.slots} at a time", sweep_dir, job_overrides, initial_job_idx)
 
     return run_batch(
         session.submit,

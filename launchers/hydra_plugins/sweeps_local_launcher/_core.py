@@ -22,7 +22,7 @@ from typing import IO
 
 import cloudpickle
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 
 from .local_launcher import LocalLauncher
 
@@ -387,19 +387,12 @@ def launch(
 ) -> Sequence[JobReturn]:
     """Hydra's batch API: run all jobs, at most one per slot at a time, return results in order."""
     from sweeps.errors import exit_on_config_error
+    from sweeps.launching import log_batch, run_batch, start_batch
 
-    setup_globals()
     assert launcher.config is not None
-    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    sweep_dir = start_batch(launcher.config)
     with exit_on_config_error():
         pool = launcher.pool()
-    log.info(f"Launching {len(job_overrides)} jobs locally on {pool.n_slots} slots")
-    log.info(f"Sweep output dir : {sweep_dir}")
-    for i, overrides in enumerate(job_overrides):
-        log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(overrides))}")
-
-    from sweeps.launching import run_batch
+    log_batch(log, f"locally on {pool.n_slots} slots", sweep_dir, job_overrides, initial_job_idx)
 
     return run_batch(pool.submit, lambda running: bool(pool.free_slots()), job_overrides, initial_job_idx, POLL_S)
