@@ -9,6 +9,7 @@ import optuna
 import pytest
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
+from hydra_plugins.sweeps_optuna_sweeper._study import EXTERNAL_ID
 from hydra_plugins.sweeps_optuna_sweeper.optuna_sweeper import SweepsOptunaSweeper
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
@@ -84,6 +85,12 @@ def test_kill_9_then_resume(app: App) -> None:
     driver = app.start(*args)
     try:
         wait_for(lambda: app.states().get("COMPLETE", 0) >= 1 and len(app.records("start")) >= 3, 60, "progress")
+        # every running trial's job id is stored (a kill between asking and submitting leaves nothing to attach)
+        wait_for(
+            lambda: all(EXTERNAL_ID in t.user_attrs for t in app.trials() if t.state == TrialState.RUNNING),
+            30,
+            "job ids stored",
+        )
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
@@ -298,6 +305,12 @@ def test_resume_attaches_to_jobs_that_still_run(app: App) -> None:
     driver = app.start(*args)
     try:
         wait_for(lambda: app.states().get("COMPLETE", 0) >= 1 and len(app.records("start")) >= 3, 60, "progress")
+        # every running trial's job id is stored (a kill between asking and submitting leaves nothing to attach)
+        wait_for(
+            lambda: all(EXTERNAL_ID in t.user_attrs for t in app.trials() if t.state == TrialState.RUNNING),
+            30,
+            "job ids stored",
+        )
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
