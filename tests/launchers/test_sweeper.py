@@ -80,17 +80,23 @@ def test_max_failure_rate_stops_the_sweep(app: App) -> None:
     assert set(states) == {"FAIL"} and 2 <= states["FAIL"] < 8
 
 
+def two_long_trials_running(app: App, job_ids: bool = False) -> bool:
+    """Trials 0 and 1 are done and 2 and 3 run; with job_ids, remote job ids are stored too (a kill between
+    asking a trial and submitting it leaves nothing to attach to)."""
+    trials = app.trials()
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
+    return (
+        complete == {0, 1} and len(running) == 2 and (not job_ids or all(EXTERNAL_ID in t.user_attrs for t in running))
+    )
+
+
 def test_kill_9_then_resume(app: App) -> None:
-    args = ("sweep.n_trials=4", "durations=[1.0]")
+    # trials 0 and 1 are short, 2 and 3 long enough to be killed mid-run, the retries (4, 5) short again
+    args = ("sweep.n_trials=4", "durations=[0.5,0.5,20.0,20.0,0.5]")
     driver = app.start(*args)
     try:
-        wait_for(lambda: app.states().get("COMPLETE", 0) >= 1 and len(app.records("start")) >= 3, 60, "progress")
-        # every running trial's job id is stored (a kill between asking and submitting leaves nothing to attach)
-        wait_for(
-            lambda: all(EXTERNAL_ID in t.user_attrs for t in app.trials() if t.state == TrialState.RUNNING),
-            30,
-            "job ids stored",
-        )
+        wait_for(lambda: two_long_trials_running(app), 60, "trials 2 and 3 to run")
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
@@ -301,16 +307,10 @@ def test_resume_attaches_to_jobs_that_still_run(app: App) -> None:
     """With a launcher that has attach() (remote runs), a resumed sweep watches a stopped sweep's jobs
     again instead of failing and repeating them."""
     registry = app.with_fake_remote_launcher()
-    args = ("hydra/launcher=fake_remote", "sweep.n_trials=4", "durations=[1.5]")
+    args = ("hydra/launcher=fake_remote", "sweep.n_trials=4", "durations=[0.5,0.5,6.0]")
     driver = app.start(*args)
     try:
-        wait_for(lambda: app.states().get("COMPLETE", 0) >= 1 and len(app.records("start")) >= 3, 60, "progress")
-        # every running trial's job id is stored (a kill between asking and submitting leaves nothing to attach)
-        wait_for(
-            lambda: all(EXTERNAL_ID in t.user_attrs for t in app.trials() if t.state == TrialState.RUNNING),
-            30,
-            "job ids stored",
-        )
+        wait_for(lambda: two_long_trials_running(app, job_ids=True), 60, "trials 2 and 3 to run as jobs")
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
