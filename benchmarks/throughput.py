@@ -252,7 +252,7 @@ def sweeps_path(
     """sweeps' loop (sweeps.loop.fit) with its batching: grouped dynamic padding, or packed rows."""
 
     from sweeps.compute import ComputeConfig, autocast, compiled
-    from sweeps.loop import fit
+    from sweeps.loop import fit, training_step
     from sweeps.optimizer import OptimizerConfig, build_optimizer
     from sweeps.tokens import packed_batches, prefetch, train_batches
 
@@ -286,7 +286,7 @@ def sweeps_path(
 
     with PeakMemory(device) as memory:
         fitted = fit(
-            compiled(compute, model, lm),
+            training_step(compiled(compute, model, lm), lm),
             counted(),
             optimizer,
             scheduler,
@@ -294,7 +294,6 @@ def sweeps_path(
             grad_accum=1,
             max_grad_norm=1.0,
             autocast=autocast(compute, device),
-            causal_lm=lm,
             on_log=lambda *a: None,
             on_eval=lambda step: None,
             eval_every=0,

@@ -55,6 +55,9 @@ CASES = {
     "sequence longer than the model": (["tokenizer.max_length=2048"], "tokenizer.max_length=2048"),
     "unknown task": (["model.task=regression"], "model.task=regression"),
     "tracking server down": (_dead_tracking_server, "tracking.uri=http://127.0.0.1:"),
+    "no processes": (["compute.processes=0"], "compute.processes=0"),
+    # found by the parent before any rank starts
+    "bad column, two processes": (["compute.processes=2", "dataset.text_column=review"], "dataset.text_column=review"),
 }
 
 

@@ -21,6 +21,9 @@ class ComputeConfig:
     compile: bool = False
     # CPU threads for torch; null keeps torch's default.
     threads: int | None = None
+    # Data-parallel processes per run, each on its share of the batches (batch_size is per process): one per
+    # GPU of the run (a sweep's launcher gives each trial hydra.launcher.gpus_per_job of them), or CPU workers.
+    processes: int = 1
 
 
 def problems(cfg: ComputeConfig) -> list[str]:
@@ -32,6 +35,8 @@ def problems(cfg: ComputeConfig) -> list[str]:
         errors.append(f"compute.precision={cfg.precision}: choose one of {', '.join(PRECISIONS)}")
     if cfg.threads is not None and cfg.threads < 1:
         errors.append(f"compute.threads={cfg.threads}: must be >= 1, or null for torch's default")
+    if cfg.processes < 1:
+        errors.append(f"compute.processes={cfg.processes}: must be >= 1 (1: a single process)")
     return errors
 
 
@@ -41,13 +46,19 @@ def resolve_device(cfg: ComputeConfig) -> str:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        from sweeps.errors import ConfigError
+    from sweeps.errors import ConfigError
 
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("compute.device=cuda: no GPU is visible here; use compute=cpu")
-    return cfg.device
+    if device == "cuda" and cfg.processes > torch.cuda.device_count():
+        raise ConfigError(
+            f"compute.processes={cfg.processes}: one GPU per process, and {torch.cuda.device_count()} are visible; "
+            "lower it (in a sweep, give each trial that many with hydra.launcher.gpus_per_job)"
+        )
+    return device
 
 
 def autocast(cfg: ComputeConfig, device: str) -> AbstractContextManager:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sweeps import distributed
+from sweeps.distributed import SINGLE, Ranks
 from sweeps.tokens import Encoded, collate
 
 if TYPE_CHECKING:
@@ -27,8 +30,22 @@ class Evaluation:
 
     y_true: np.ndarray
     y_pred: np.ndarray
+    # mean loss, over `count` examples (classifier) or tokens (label words)
     loss: float
-    extra: dict[str, float] = field(default_factory=dict)
+    count: int
+
+    @classmethod
+    def merge(cls, parts: list[tuple[np.ndarray, Evaluation]]) -> Evaluation:
+        """One evaluation from those of disjoint row subsets (the ranks' shards), rows back in order."""
+        rows = np.concatenate([r for r, _ in parts])
+        order = np.argsort(rows, kind="stable")
+        count = sum(e.count for _, e in parts)
+        return cls(
+            y_true=np.concatenate([e.y_true for _, e in parts])[order],
+            y_pred=np.concatenate([e.y_pred for _, e in parts])[order],
+            loss=sum(e.loss * e.count for _, e in parts) / max(1, count),
+            count=count,
+        )
 
 
 @dataclass
@@ -68,8 +85,24 @@ def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], reduction: s
     return total / max(1, targets.numel()) if reduction == "mean" else total
 
 
+def training_step(model: torch.nn.Module, causal_lm: bool) -> torch.nn.Module:
+    """A module whose forward is one micro-batch's loss, so that DDP sees (and syncs) the whole step: the
+    classifier's own loss, or `lm_loss` for a causal LM."""
+    import torch
+
+    class Step(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+            return lm_loss(self.model, batch) if causal_lm else self.model(**batch).loss
+
+    return Step()
+
+
 def fit(
-    model: torch.nn.Module,
+    step_loss: torch.nn.Module,
     batches: Iterator[dict[str, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -78,57 +111,69 @@ def fit(
     grad_accum: int,
     max_grad_norm: float,
     autocast,
-    causal_lm: bool,
     on_log: Callable[[int, float, float, float], None],
     on_eval: Callable[[int], None],
     eval_every: int,
     log_every: int,
     progress: bool = True,
     device_sync: Callable[[], None] | None = None,
+    ranks: Ranks = SINGLE,
+    device: str = "cpu",
+    stop: Callable[[], bool] | None = None,
 ) -> FitResult:
-    """Run `steps` optimizer steps over `batches` (already on the device); log every `log_every`, evaluate
-    every `eval_every` and at the end. Seconds and tokens/s leave evaluation time out."""
+    """Run `steps` optimizer steps of `step_loss` (a `training_step`, DDP-wrapped when there are several
+    ranks) over `batches` (already on the device, this rank's share); log every `log_every`, evaluate every
+    `eval_every` and at the end. Seconds and tokens/s leave evaluation time out; tokens count every rank's.
+    `stop`, asked after every step, ends the run with KeyboardInterrupt when it says so."""
     import torch
     from tqdm.auto import tqdm
 
-    model.train()
+    step_loss.train()
     tokens = padded = 0
     loss_value = float("nan")
     start = time.perf_counter()
     first_step = eval_seconds = 0.0
-    bar = tqdm(total=steps, desc="train", unit="step", disable=None if progress else True, leave=False)
+    shown = progress and ranks.main
+    bar = tqdm(total=steps, desc="train", unit="step", disable=None if shown else True, leave=False)
     for step in range(1, steps + 1):
-        for _ in range(grad_accum):
+        for micro in range(grad_accum):
             batch = next(batches)
             tokens += int(batch.pop("real_tokens"))
             padded += batch["input_ids"].numel()
-            with autocast:
-                loss = lm_loss(model, batch) if causal_lm else model(**batch).loss
-            (loss / grad_accum).backward()
+            # DDP: gradients are averaged over the ranks once per step, on the last micro-batch
+            last = micro == grad_accum - 1
+            with nullcontext() if last or ranks.world == 1 else step_loss.no_sync():
+                with autocast:
+                    loss = step_loss(**batch)
+                (loss / grad_accum).backward()
         if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(step_loss.parameters(), max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         bar.update(1)
+        if stop is not None and stop():
+            raise KeyboardInterrupt(f"stopped at step {step}")
         if step == 1:
             first_step = time.perf_counter() - start
         if step % log_every == 0 or step == steps:  # reading the loss waits for the device: only here
-            loss_value = float(loss.detach())
+            loss_value = distributed.mean(float(loss.detach()), ranks, device)
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"loss is {loss_value} at step {step}; lower lr or check the data")
             rate = scheduler.get_last_lr()[0]
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{rate:.2e}")
-            on_log(step, loss_value, rate, tokens / (time.perf_counter() - start - eval_seconds))
+            on_log(step, loss_value, rate, tokens * ranks.world / (time.perf_counter() - start - eval_seconds))
         if eval_every and step % eval_every == 0 and step != steps:
             began = time.perf_counter()
             on_eval(step)
-            model.train()
+            step_loss.train()
             eval_seconds += time.perf_counter() - began
     bar.close()
     if device_sync is not None:
         device_sync()
     seconds = time.perf_counter() - start - eval_seconds
+    counts = distributed.gather((tokens, padded), ranks)
+    tokens, padded = sum(t for t, _ in counts), sum(p for _, p in counts)
     on_eval(steps)
     return FitResult(steps, tokens, padded, seconds, first_step, loss_value)
 
@@ -160,7 +205,7 @@ def evaluate_classifier(
             logits = logits.float()
             total += float(F.cross_entropy(logits, batch["labels"], reduction="sum"))
             preds[rows] = logits.argmax(-1).cpu().numpy()
-    return Evaluation(y_true=enc.labels, y_pred=preds, loss=total / max(1, len(enc)))
+    return Evaluation(y_true=enc.labels, y_pred=preds, loss=total / max(1, len(enc)), count=len(enc))
 
 
 def evaluate_label_words(
@@ -173,8 +218,8 @@ def evaluate_label_words(
     autocast,
     progress: bool = True,
 ) -> Evaluation:
-    """Score each class's label word after the prompt; predict the likeliest. The loss and perplexity
-    are those of the prompt followed by the true label word."""
+    """Score each class's label word after the prompt; predict the likeliest. The loss is that of the prompt
+    followed by the true label word, per token."""
     import torch
     import torch.nn.functional as F
     from tqdm.auto import tqdm
@@ -204,10 +249,4 @@ def evaluate_label_words(
                     if enc.labels[rows[j]] == c:
                         nll -= float(picked.sum())
                         n_tokens += n - 1
-    loss = nll / max(1, n_tokens)
-    return Evaluation(
-        y_true=enc.labels,
-        y_pred=scores.argmax(1),
-        loss=loss,
-        extra={"perplexity": float(math.exp(min(loss, 50)))},
-    )
+    return Evaluation(y_true=enc.labels, y_pred=scores.argmax(1), loss=nll / max(1, n_tokens), count=n_tokens)

@@ -41,6 +41,10 @@ class Encoded:
     def row(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
+    def subset(self, rows: np.ndarray) -> Encoded:
+        """The rows `rows`, in that order."""
+        return Encoded.from_rows([self.row(int(i)).tolist() for i in rows], self.labels[rows])
+
     @classmethod
     def from_rows(cls, rows: list[list[int]], labels: np.ndarray) -> Encoded:
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
@@ -186,13 +190,22 @@ def collate(enc: Encoded, rows: np.ndarray, pad_id: int, lm_labels: bool, multip
 
 
 def train_batches(
-    enc: Encoded, batch_size: int, pad_id: int, lm_labels: bool, seed: int, multiple: int = 1
+    enc: Encoded,
+    batch_size: int,
+    pad_id: int,
+    lm_labels: bool,
+    seed: int,
+    multiple: int = 1,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless length-grouped batches, reshuffled every epoch."""
+    """Endless length-grouped batches, reshuffled every epoch; with `shard=(rank, ranks)`, every ranks-th
+    batch from the rank-th (the same seed on every rank gives each its own share)."""
+    rank, ranks = shard
     rng = np.random.default_rng(seed)
     while True:
-        for rows in length_grouped_order(enc.lengths, batch_size, rng):
-            yield collate(enc, rows, pad_id, lm_labels, multiple)
+        for i, rows in enumerate(length_grouped_order(enc.lengths, batch_size, rng)):
+            if i % ranks == rank:
+                yield collate(enc, rows, pad_id, lm_labels, multiple)
 
 
 def pack_rows(lengths: np.ndarray, order: np.ndarray, seq_len: int, open_rows: int = 16) -> list[list[int]]:
@@ -252,15 +265,18 @@ def collate_packed(enc: Encoded, docs_per_row: list[list[int]], seq_len: int, pa
 
 
 def packed_batches(
-    enc: Encoded, seq_len: int, batch_size: int, pad_id: int, seed: int
+    enc: Encoded, seq_len: int, batch_size: int, pad_id: int, seed: int, shard: tuple[int, int] = (0, 1)
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches of packed rows for causal-LM training, repacked every epoch."""
+    """Endless batches of packed rows for causal-LM training, repacked every epoch; `shard` as for
+    `train_batches`."""
+    rank, ranks = shard
     rng = np.random.default_rng(seed)
     while True:
         rows = pack_rows(enc.lengths, rng.permutation(len(enc)), seq_len)
         rng.shuffle(rows)
-        for start in range(0, len(rows) - batch_size + 1, batch_size):
-            yield collate_packed(enc, rows[start : start + batch_size], seq_len, pad_id)
+        for i, start in enumerate(range(0, len(rows) - batch_size + 1, batch_size)):
+            if i % ranks == rank:
+                yield collate_packed(enc, rows[start : start + batch_size], seq_len, pad_id)
 
 
 def prefetch(batches: Iterator[dict[str, torch.Tensor]], device: str, depth: int = 2) -> Iterator[dict]:

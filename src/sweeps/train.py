@@ -10,13 +10,14 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import compute, dataset, deploy, model, optimizer, tokenizer, tracking
+from sweeps import compute, dataset, deploy, distributed, model, optimizer, tokenizer, tracking
 from sweeps.config import OBJECTIVES
 from sweeps.errors import ConfigError
 
@@ -56,44 +57,83 @@ def preflight(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> float:
-    """One fine-tuning run; returns `cfg.objective` on the eval set (the value a sweeper optimises)."""
+    """One fine-tuning run; returns `cfg.objective` on the eval set (the value a sweeper optimises). With
+    `compute.processes` > 1, the run's processes are started here; each trains on its share of the batches."""
     preflight(cfg)  # before the heavy imports: a typo costs no more than a second
+    if cfg.compute.processes > 1 and distributed.Ranks.from_env().world == 1:
+        compute.resolve_device(cfg.compute)
+        _prepare(cfg)  # bad data or tokenizer settings stop the run here, and the ranks find the caches full
+        return distributed.launch(_rank, (cfg, _hydra_config()), cfg.compute.processes)
+    ranks, device = distributed.join(compute.resolve_device(cfg.compute))
+    try:
+        return _train(cfg, ranks, device)
+    finally:
+        distributed.leave()
+
+
+def _rank(cfg: DictConfig, hydra_config: DictConfig | None) -> float:
+    """One of the processes `train` starts: the parent's Hydra job, continued."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import configure_log
+
+    from sweeps.config import register
+
+    register()  # the config's resolvers
+    if hydra_config is not None:
+        HydraConfig.instance().set_config(hydra_config)
+        if distributed.Ranks.from_env().main:
+            configure_log(hydra_config.hydra.job_logging, hydra_config.hydra.verbose)
+    return train(cfg)
+
+
+def _prepare(cfg: DictConfig):
+    """Data (read, selected, tokenised) and tokenizer, from the caches when a run has prepared them before;
+    with the seconds data preparation took."""
+    from sweeps.tokens import encode
+
+    cache = tracking.outputs_dir() / "cache"
+    started = time.perf_counter()
+    splits = dataset.load_splits(cfg.dataset, cache / "splits")
+    tok = tokenizer.load_tokenizer(cfg.tokenizer)
+    encodings = encode(
+        splits, tok, tokenizer.identity(tok), cfg.tokenizer.max_length, cfg.model.task, cfg.dataset, cache / "tokens"
+    )
+    return splits, tok, encodings, time.perf_counter() - started
+
+
+def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
+    """`train` in this process: the only one, or one rank of several (rank 0 tracks, reports and saves)."""
     import mlflow
+    import numpy as np
     import torch
     from transformers import set_seed
 
     from sweeps import metrics as scoring
-    from sweeps.loop import evaluate_classifier, evaluate_label_words, fit
-    from sweeps.tokens import encode, label_word_ids, packed_batches, prefetch, train_batches
+    from sweeps.loop import Evaluation, evaluate_classifier, evaluate_label_words, fit, training_step
+    from sweeps.tokens import label_word_ids, packed_batches, prefetch, train_batches
 
     set_seed(cfg.seed)
 
     # Data, tokenizer and model: every bad-input error surfaces here, before MLflow hears of the run.
-    # Data preparation (reading, selecting, tokenising) is cached, so a sweep's later trials skip it.
-    cache = tracking.outputs_dir() / "cache"
-    started = time.perf_counter()
-    splits = dataset.load_splits(cfg.dataset, cache / "splits")
-    prep_seconds = time.perf_counter() - started
-    tok = tokenizer.load_tokenizer(cfg.tokenizer)
-    device = compute.resolve_device(cfg.compute)
+    # Data preparation (reading, selecting, tokenising) is cached, so a sweep's later trials skip it;
+    # each machine's first process fills the caches before its others read them.
+    with distributed.local_first(ranks):
+        splits, tok, encodings, prep_seconds = _prepare(cfg)
     causal_lm = cfg.model.task == "causal_lm"
     n_classes = len(cfg.dataset.label_names)
     net = model.build_model(cfg.model, list(cfg.dataset.label_names), tok.pad_token_id, len(tok)).to(device)
-    started = time.perf_counter()
-    max_length, task = cfg.tokenizer.max_length, cfg.model.task
-    encodings = encode(splits, tok, tokenizer.identity(tok), max_length, task, cfg.dataset, cache / "tokens")
-    prep_seconds += time.perf_counter() - started
     log.info(
-        "data: %d train / %d eval examples from %s (fingerprint %s, tokens %s)",
+        "data: %d train / %d eval examples from %s (fingerprint %s, tokens %s)%s",
         len(splits.train),
         len(splits.eval),
         splits.source,
         splits.fingerprint,
         "from cache" if encodings.cached else "encoded",
+        f"; {ranks.world} processes" if ranks.world > 1 else "",
     )
 
     packed = causal_lm and cfg.packing
-    per_step = cfg.batch_size * cfg.grad_accum_steps
+    per_step = cfg.batch_size * cfg.grad_accum_steps * ranks.world
     if packed:  # rows of max_length tokens, several documents each
         steps_per_epoch = math.ceil(int(encodings.train.lengths.sum()) / (cfg.tokenizer.max_length * per_step))
     else:
@@ -102,21 +142,23 @@ def train(cfg: DictConfig) -> float:
     opt, sched = optimizer.build_optimizer(cfg.optimizer, net, steps, device)
     amp = compute.autocast(cfg.compute, device)
     answers = label_word_ids(tok, list(cfg.dataset.label_names))
-    out_dir = _output_dir()
+    out_dir = _output_dir() if ranks.main else None
     # Set by the sweeper: where this trial reports its objective, and the file whose presence prunes it.
-    progress_file = os.environ.get("SWEEPS_PROGRESS_FILE")
+    progress_file = os.environ.get("SWEEPS_PROGRESS_FILE") if ranks.main else None
     prune_file = os.environ.get("SWEEPS_PRUNE_FILE")
+    shard = np.arange(ranks.rank, len(encodings.eval), ranks.world)  # this rank's eval examples
+    evals = encodings.eval if ranks.world == 1 else encodings.eval.subset(shard)
 
     def evaluate() -> tuple:
         if causal_lm:
-            result = evaluate_label_words(
-                net, encodings.eval, answers, cfg.eval_batch_size, tok.pad_token_id, device, amp
-            )
+            result = evaluate_label_words(net, evals, answers, cfg.eval_batch_size, tok.pad_token_id, device, amp)
         else:
-            result = evaluate_classifier(net, encodings.eval, cfg.eval_batch_size, tok.pad_token_id, device, amp)
+            result = evaluate_classifier(net, evals, cfg.eval_batch_size, tok.pad_token_id, device, amp)
+        result = Evaluation.merge(distributed.gather((shard, result), ranks))
         values = scoring.scores(result.y_true, result.y_pred, n_classes)
         values["eval_loss"] = result.loss
-        values.update(result.extra)
+        if causal_lm:
+            values["perplexity"] = float(math.exp(min(result.loss, 50)))
         return result, values
 
     history: list[dict] = []
@@ -124,56 +166,38 @@ def train(cfg: DictConfig) -> float:
     def on_eval(step: int) -> None:
         result, values = evaluate()
         history.append({"step": step, "result": result, "values": values})
-        mlflow.log_metrics({f"eval_{k}": v for k, v in values.items()}, step=step)
-        log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        if ranks.main:
+            mlflow.log_metrics({f"eval_{k}": v for k, v in values.items()}, step=step)
+            log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
         if progress_file:
             with open(progress_file, "a") as fh:
                 fh.write(json.dumps({"step": step, "value": values[cfg.objective]}) + "\n")
-        if _pruned(prune_file):
+        if distributed.from_main(_pruned(prune_file), ranks):
             raise Pruned(step)
 
     def on_log(step: int, loss: float, rate: float, tokens_per_s: float) -> None:
-        mlflow.log_metrics({"loss": loss, "learning_rate": rate, "tokens_per_s": tokens_per_s}, step=step)
+        if ranks.main:
+            mlflow.log_metrics({"loss": loss, "learning_rate": rate, "tokens_per_s": tokens_per_s}, step=step)
 
-    uri = tracking.resolve_uri(cfg.tracking)
-    tracking.use(cfg.tracking)
-    tags = {
-        **tracking.provenance_tags(),
-        **tracking.sweep_tags(),
-        "seed": str(cfg.seed),
-        "dataset.fingerprint": splits.fingerprint,
-        "dataset.eval_fingerprint": splits.eval_fingerprint,
-        "dataset.source": splits.source,
-        "model.task": cfg.model.task,
-    }
-    run = mlflow.start_run(run_name=tracking.run_name(out_dir.name), tags=tags)
-    previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
+    signals = _StopSignals(ranks, device)
+    run = None
     try:
-        tracking.log_config(cfg, _overrides())
-        tracking.log_dataset(
-            splits.train,
-            splits.source,
-            f"{cfg.dataset.name or 'files'}-train",
-            "training",
-            splits.fingerprint,
-        )
-        tracking.log_dataset(
-            splits.eval,
-            splits.source,
-            f"{cfg.dataset.name or 'files'}-eval",
-            "evaluation",
-            splits.eval_fingerprint,
-        )
-        mlflow.log_metrics({"data_prep_seconds": prep_seconds, "train_examples": len(splits.train)})
+        run = _start_run(cfg, splits, prep_seconds, out_dir) if ranks.main else None
+        shares = (ranks.rank, ranks.world)
         if packed:
             batches = packed_batches(
-                encodings.train, cfg.tokenizer.max_length, cfg.batch_size, tok.pad_token_id, cfg.seed
+                encodings.train, cfg.tokenizer.max_length, cfg.batch_size, tok.pad_token_id, cfg.seed, shares
             )
         else:
             multiple = 64 if cfg.compute.compile else 1
-            batches = train_batches(encodings.train, cfg.batch_size, tok.pad_token_id, causal_lm, cfg.seed, multiple)
+            batches = train_batches(
+                encodings.train, cfg.batch_size, tok.pad_token_id, causal_lm, cfg.seed, multiple, shares
+            )
+        step_loss = distributed.parallel(
+            training_step(compute.compiled(cfg.compute, net, causal_lm), causal_lm), ranks, device
+        )
         fitted = fit(
-            compute.compiled(cfg.compute, net, causal_lm),
+            step_loss,
             prefetch(batches, device),
             opt,
             sched,
@@ -181,12 +205,14 @@ def train(cfg: DictConfig) -> float:
             grad_accum=cfg.grad_accum_steps,
             max_grad_norm=cfg.optimizer.max_grad_norm,
             autocast=amp,
-            causal_lm=causal_lm,
             on_log=on_log,
             on_eval=on_eval,
             eval_every=cfg.eval_every,
             log_every=cfg.log_every,
             device_sync=torch.cuda.synchronize if device.startswith("cuda") else None,
+            ranks=ranks,
+            device=device,
+            stop=signals.stopped,
         )
         final = history[-1]
         values = dict(final["values"])
@@ -195,6 +221,8 @@ def train(cfg: DictConfig) -> float:
         values["train_tokens_per_s"] = fitted.tokens / fitted.seconds
         values["padding_fraction"] = 1 - fitted.tokens / max(1, fitted.padded_tokens)
         values["first_step_seconds"] = fitted.first_step_seconds
+        if not ranks.main:
+            return float(values[cfg.objective])
         mlflow.log_metrics(values, step=steps)
         (out_dir / "metrics.json").write_text(json.dumps(values, indent=2))
         mlflow.log_artifact(str(out_dir / "metrics.json"))
@@ -214,23 +242,53 @@ def train(cfg: DictConfig) -> float:
             mlflow.set_tag("model_uri", model_uri)
         mlflow.end_run()
     except Pruned as stop:  # the sweeper's decision, read between steps (in-process launchers)
-        mlflow.set_tag("sweeps.state", "pruned")
-        mlflow.end_run("KILLED")
+        if run is not None:
+            mlflow.set_tag("sweeps.state", "pruned")
+            mlflow.end_run("KILLED")
         log.info("pruned by the sweeper at step %d", stop.step)
         return float(history[-1]["values"][cfg.objective])
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a launcher that pruned or cancelled the trial
-        if _pruned(prune_file):
-            mlflow.set_tag("sweeps.state", "pruned")
-        mlflow.end_run("KILLED")
+        if run is not None:
+            if _pruned(prune_file):
+                mlflow.set_tag("sweeps.state", "pruned")
+            mlflow.end_run("KILLED")
         raise
     except BaseException:
-        mlflow.end_run("FAILED")
+        if run is not None:
+            mlflow.end_run("FAILED")
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    _summary(cfg, values, out_dir, checkpoint if cfg.save_checkpoint else None, uri, run, model_uri)
+        signals.restore()
+    saved = checkpoint if cfg.save_checkpoint else None
+    _summary(cfg, values, out_dir, saved, tracking.resolve_uri(cfg.tracking), run, model_uri)
     return float(values[cfg.objective])
+
+
+def _start_run(cfg: DictConfig, splits, prep_seconds: float, out_dir: Path):
+    """The run's MLflow run, started with its tags, config, datasets and data-preparation time."""
+    import mlflow
+
+    tracking.use(cfg.tracking)
+    tags = {
+        **tracking.provenance_tags(),
+        **tracking.sweep_tags(),
+        "seed": str(cfg.seed),
+        "dataset.fingerprint": splits.fingerprint,
+        "dataset.eval_fingerprint": splits.eval_fingerprint,
+        "dataset.source": splits.source,
+        "model.task": cfg.model.task,
+    }
+    run = mlflow.start_run(run_name=tracking.run_name(out_dir.name), tags=tags)
+    try:
+        tracking.log_config(cfg, _overrides())
+        name = cfg.dataset.name or "files"
+        tracking.log_dataset(splits.train, splits.source, f"{name}-train", "training", splits.fingerprint)
+        tracking.log_dataset(splits.eval, splits.source, f"{name}-eval", "evaluation", splits.eval_fingerprint)
+        mlflow.log_metrics({"data_prep_seconds": prep_seconds, "train_examples": len(splits.train)})
+    except BaseException as exc:
+        mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    return run
 
 
 class Pruned(Exception):
@@ -245,14 +303,31 @@ def _pruned(prune_file: str | None) -> bool:
     return bool(prune_file) and os.path.exists(prune_file)
 
 
-def _interrupt(signum, frame) -> None:  # noqa: ARG001
-    raise KeyboardInterrupt(f"signal {signum}")
+class _StopSignals:
+    """SIGTERM (a launcher pruning or cancelling the trial) stops the run as Ctrl-C does. One process stops at
+    once (KeyboardInterrupt); several ranks stop together at the next step (SIGINT too), so that none is left
+    waiting in a collective for a rank that has gone."""
 
+    def __init__(self, ranks: distributed.Ranks, device: str) -> None:
+        self.ranks, self.device = ranks, device
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT) if ranks.world > 1 else (signal.SIGTERM,):
+                self.previous[signum] = signal.signal(signum, self._handle)
 
-def _main_thread() -> bool:
-    import threading
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        if self.ranks.world == 1:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.received = signum
 
-    return threading.current_thread() is threading.main_thread()
+    def stopped(self) -> bool:
+        """Whether any rank received a stop signal (every rank calls it at the same step)."""
+        return self.ranks.world > 1 and distributed.any_rank(self.received is not None, self.ranks, self.device)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def _output_dir() -> Path:
@@ -265,6 +340,12 @@ def _output_dir() -> Path:
         path = tracking.outputs_dir() / "runs" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _hydra_config() -> DictConfig | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.instance().cfg if HydraConfig.initialized() else None
 
 
 def _overrides() -> list[str]:
