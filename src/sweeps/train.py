@@ -182,7 +182,7 @@ def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
     signals = _StopSignals(ranks, device)
     run = None
     try:
-        run = _start_run(cfg, splits, prep_seconds, out_dir) if ranks.main else None
+        run = _start_run(cfg, splits, prep_seconds, out_dir, ranks.world) if ranks.main else None
         shares = (ranks.rank, ranks.world)
         if packed:
             batches = packed_batches(
@@ -264,7 +264,7 @@ def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
     return float(values[cfg.objective])
 
 
-def _start_run(cfg: DictConfig, splits, prep_seconds: float, out_dir: Path):
+def _start_run(cfg: DictConfig, splits, prep_seconds: float, out_dir: Path, world: int):
     """The run's MLflow run, started with its tags, config, datasets and data-preparation time."""
     import mlflow
 
@@ -277,6 +277,7 @@ def _start_run(cfg: DictConfig, splits, prep_seconds: float, out_dir: Path):
         "dataset.eval_fingerprint": splits.eval_fingerprint,
         "dataset.source": splits.source,
         "model.task": cfg.model.task,
+        "processes": str(world),  # data-parallel processes that trained the run
     }
     run = mlflow.start_run(run_name=tracking.run_name(out_dir.name), tags=tags)
     try:

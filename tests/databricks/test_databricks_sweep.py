@@ -87,6 +87,59 @@ def test_sweeps_train_trials_on_job_clusters(
         assert token not in Path(resolved).read_text()
 
 
+def test_a_distributed_trial_trains_on_every_worker_through_torch_distributor(
+    workspace: FakeWorkspace, outputs: Path, tmp_path: Path, mlflow_server: str
+) -> None:
+    """compute.distributed=true on a two-worker cluster: TorchDistributor (a real local Spark, one task slot per
+    worker) starts one rank per worker; rank 0 reports progress and tracks the one MLflow run."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    two_workers = "{spark_version:'15.4.x-cpu-ml-scala2.12',node_type_id:Standard_D4ds_v5,num_workers:2}"
+    args = [
+        "train",
+        "-m",
+        *DATABRICKS_COMPUTE,
+        f"compute.new_cluster={two_workers}",
+        "compute.distributed=true",
+        *TINY_TRAIN,
+        "dataset.train_size=64",
+        "dataset.eval_size=32",
+        "batch_size=4",
+        "max_steps=6",
+        "eval_every=3",
+        "objective=accuracy",
+        "save_checkpoint=false",
+        f"tracking.uri={mlflow_server}",
+        "tracking.experiment=databricks-ddp",
+        "tracking.log_model=false",
+        "hydra/sweeper=sweeps_optuna",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=databricks-ddp",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.workers=1",
+        "hydra.sweeper.poll_interval=0.2",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        "lr=1e-3,3e-3",
+    ]
+    result = sweeps_cli(args, tmp_path, user_env(workspace, outputs, tmp_path / "home"), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (trial,) = optuna.load_study(study_name="databricks-ddp", storage=storage).get_trials()
+    (run,) = workspace.runs.values()
+    log = run.log_path.read_text()
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("error", "") + log[-4000:]
+    assert sorted(trial.intermediate_values) == [3, 6], "rank 0's eval metrics did not reach the driver"
+    assert run.task["new_cluster"]["num_workers"] == 2
+    assert "Started distributed training with 2 executor processes" in log, log[-3000:]
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("databricks-ddp")
+    (tracked,) = [r for r in client.search_runs([experiment.experiment_id]) if "sweeps.trial" in r.data.tags]
+    assert tracked.info.status == "FINISHED"
+    assert tracked.data.tags["processes"] == "2"
+    assert tracked.data.metrics["accuracy"] == trial.value
+
+
 def test_kill_9_then_resume_attaches_to_the_runs_still_going(trial_app: TrialApp) -> None:
     workspace = trial_app.workspace
     args = ("hydra.sweeper.poll_interval=0.1", "sweep.n_trials=4", "durations=[1.0,1.0,8,8]")

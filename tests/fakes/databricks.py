@@ -666,6 +666,8 @@ class FakeWorkspace:
             "sys.argv = sys.argv[3:]; sys.exit(f())"
         )
         command = [self.python, "-c", bootstrap, module, attr, task.get("entry_point") or module, *parameters]
+        cluster = run.task.get("new_cluster") or {}
+        workers = cluster.get("num_workers") or (cluster.get("autoscale") or {}).get("min_workers") or 1
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(cluster_dir),
@@ -674,7 +676,10 @@ class FakeWorkspace:
             "PYTHONUNBUFFERED": "1",
             "DATABRICKS_HOST": self.url,
             "DATABRICKS_TOKEN": self.cluster_token,
-            **{k: str(v) for k, v in (run.task.get("new_cluster") or {}).get("spark_env_vars", {}).items()},
+            # the cluster's Spark: the driver's Python, one local task slot per worker node
+            "PYSPARK_PYTHON": self.python,
+            "PYSPARK_SUBMIT_ARGS": f"--master local[{workers}] --conf spark.ui.enabled=false pyspark-shell",
+            **{k: str(v) for k, v in cluster.get("spark_env_vars", {}).items()},
             **self.extra_env,
         }
         return command, env

@@ -157,7 +157,9 @@ def _distributed(job: dict[str, Any], task_function: Callable[..., Any]) -> Call
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
         from pyspark.ml.torch.distributor import TorchDistributor
+        from pyspark.sql import SparkSession
 
+        SparkSession.builder.getOrCreate()  # a wheel task's Python has no session until it asks for the cluster's
         distributor = TorchDistributor(
             num_processes=int(spec["num_processes"]), local_mode=False, use_gpu=bool(spec["use_gpu"])
         )
