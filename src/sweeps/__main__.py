@@ -25,6 +25,8 @@ examples:
 """
 
 # command -> module whose main(argv) -> int runs it
+# As a shell reports a process ended by SIGINT.
+EXIT_INTERRUPTED = 130
 COMMANDS = {
     "compare": "sweeps.compare",
     "ui": "sweeps.ui",
@@ -69,6 +71,9 @@ def _train(rest: list[str]) -> int:
             raise
         print(f"error: {exc} (python -m sweeps train --help)", file=sys.stderr)
         return errors.EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run has ended itself (MLflow status KILLED)
+        print("interrupted: the run stopped (an MLflow run it had started is marked KILLED)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
