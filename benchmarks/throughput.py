@@ -248,27 +248,33 @@ def sweeps_path(
     lr: float = 2e-5,
     max_length: int = 1024,
     padded: bool = False,
+    ranks=None,
 ) -> tuple[Result, object]:
-    """sweeps' loop (sweeps.loop.fit) with its batching: grouped dynamic padding, or packed rows."""
+    """sweeps' loop (sweeps.loop.fit) with its batching: grouped dynamic padding, or packed rows; with `ranks`,
+    this process's share of a data-parallel run (tokens/s then count every rank's)."""
 
+    from sweeps import distributed
     from sweeps.compute import ComputeConfig, autocast, compiled
     from sweeps.loop import fit, training_step
     from sweeps.optimizer import OptimizerConfig, build_optimizer
     from sweeps.tokens import packed_batches, prefetch, train_batches
 
     lm = task == "lm"
+    ranks = ranks or distributed.SINGLE
+    shard = (ranks.rank, ranks.world)
     model = build(arch, task).to(device)
     compute = ComputeConfig(device=device, precision="auto", compile=device == "cuda")
     optimizer, scheduler = build_optimizer(
         OptimizerConfig(lr=lr, weight_decay=0.01, warmup_ratio=WARMUP), model, steps, device
     )
     if lm:
-        batches = packed_batches(enc, max_length, batch, PAD_ID, seed=0)
+        batches = packed_batches(enc, max_length, batch, PAD_ID, seed=0, shard=shard)
     else:
+        multiple = 64 if compute.compile else 1
         batches = (
             padded_batches(enc, batch, max_length)  # the slow way, in the same loop: only the batching differs
             if padded
-            else train_batches(enc, batch, PAD_ID, lm_labels=False, seed=0, multiple=64 if compute.compile else 1)
+            else train_batches(enc, batch, PAD_ID, lm_labels=False, seed=0, multiple=multiple, shard=shard)
         )
     batches = prefetch(batches, device)
     marks: dict[str, float] = {}
@@ -286,7 +292,7 @@ def sweeps_path(
 
     with PeakMemory(device) as memory:
         fitted = fit(
-            training_step(compiled(compute, model, lm), lm),
+            distributed.parallel(training_step(compiled(compute, model, lm), lm), ranks, device),
             counted(),
             optimizer,
             scheduler,
@@ -300,25 +306,43 @@ def sweeps_path(
             log_every=10**9,
             progress=False,
             device_sync=lambda: sync(device),
+            ranks=ranks,
+            device=device,
         )
         end = time.perf_counter()
     seconds = end - marks["warm"]
+    per_rank = distributed.gather((seen["real"], seen["padded"]), ranks)
+    real, padded_tokens = sum(r for r, _ in per_rank), sum(p for _, p in per_rank)
     mean_row = seen["padded"] / ((steps - warm) * batch)
     name = (
         "sweeps causal LM (packed 1024-token rows, chunked LM head"
         if lm
         else "sweeps classifier (length-grouped dynamic padding"
-    ) + (", bf16, compile, fused AdamW)" if device == "cuda" else ", fp32)")
+    ) + (", bf16, compile, fused AdamW" if device == "cuda" else ", fp32")
+    name += f", {ranks.world} processes, DDP)" if ranks.world > 1 else ")"
     result = Result(
         name,
-        seen["real"] / seconds,
-        seen["padded"] / seconds,
+        real / seconds,
+        padded_tokens / seconds,
         seconds,
         fitted.first_step_seconds,
         memory.gb,
         flops_per_token(model, mean_row, lm),
     )
     return result, model
+
+
+def data_parallel_classifier(enc, arch: dict, device: str, steps: int, warm: int, batch: int) -> Result:
+    """One rank of sweeps' classifier path run in several processes (`--processes`): `batch` rows per process
+    and step, gradients averaged by DDP."""
+    from sweeps import distributed
+
+    ranks, _ = distributed.join(device)  # on CUDA, accelerate makes cuda:LOCAL_RANK this process's device
+    try:
+        result, _ = sweeps_path(enc, arch, device, steps, warm, "cls", batch, ranks=ranks)
+    finally:
+        distributed.leave()
+    return result
 
 
 def data_preparation() -> tuple[float, float]:
@@ -401,6 +425,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per recipe (after warm-up)")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--accuracy-only", action="store_true", help="only the accuracy comparison")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="also run the classifier data parallel in N processes (GPUs)"
+    )
     args = parser.parse_args()
     settings = SETTINGS[args.device]
     steps = (args.steps or settings["steps"]) + settings["warm"]
@@ -457,19 +484,22 @@ def main() -> int:
         classifier, _ = sweeps_path(train, settings["arch"], args.device, steps, warm, "cls", settings["cls_batch"])
         tutorial_lm, _ = tutorial_recipe(train, settings["arch"], args.device, steps, warm, task="lm")
         causal, _ = sweeps_path(train, settings["arch"], args.device, steps, warm, "lm", settings["lm_batch"])
+        rows = [(tutorial_cls, tutorial_cls, 1), (classifier, tutorial_cls, 1)]
+        if args.processes > 1:
+            from sweeps.distributed import launch
+
+            spread = (train, settings["arch"], args.device, steps, warm, settings["cls_batch"])
+            rows.append((launch(data_parallel_classifier, spread, args.processes), tutorial_cls, args.processes))
+        rows += [(tutorial_lm, tutorial_lm, 1), (causal, tutorial_lm, 1)]
 
         print(
             f"\n{'recipe':78s} {'real tok/s':>11s} {'padded tok/s':>12s} {'MFU':>18s} {'peak mem':>9s} "
             f"{'1st step':>8s} {'speedup':>8s}"
         )
-        for row, baseline in (
-            (tutorial_cls, tutorial_cls),
-            (classifier, tutorial_cls),
-            (tutorial_lm, tutorial_lm),
-            (causal, tutorial_lm),
-        ):
+        for row, baseline, devices in rows:  # MFU per device: against the peak of all the run's devices
             print(
-                f"{row.name:78s} {row.real_tokens_s:11,.0f} {row.padded_tokens_s:12,.0f} {row.mfu(peak):>18s} "
+                f"{row.name:78s} {row.real_tokens_s:11,.0f} {row.padded_tokens_s:12,.0f} "
+                f"{row.mfu(peak and peak * devices):>18s} "
                 f"{row.peak_mem_gb:7.2f}GB {row.first_step_s:7.2f}s {row.real_tokens_s / baseline.real_tokens_s:7.2f}x"
             )
 
@@ -488,6 +518,13 @@ def main() -> int:
             f"\ncausal LM vs the tutorial recipe as written (LM head): {lm_ratio:.2f}x "
             f"(its padding alone costs {padding:.2f}x)"
         )
+        if args.processes > 1:
+            spread_row = rows[2][0]
+            print(
+                f"classifier in {args.processes} processes (DDP): {spread_row.real_tokens_s:,.0f} real tokens/s = "
+                f"{spread_row.real_tokens_s / classifier.real_tokens_s:.2f}x one process"
+                + (f" ({torch.get_num_threads()} threads shared by the processes)" if args.device == "cpu" else "")
+            )
         print(f"speedup vs tutorial recipe: {classifier.real_tokens_s / tutorial_cls.real_tokens_s:.2f}x")
     return 0
 
