@@ -125,7 +125,10 @@ def _divide_by_rank() -> float:
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory: pytest.TempPathFactory):
     cwd = tmp_path_factory.mktemp("ddp")
-    done = run_cli(["train", *RUN, "max_steps=20", "compute.processes=2", "hydra.run.dir=run"], cwd)
+    # a multirun job in our local launcher's worker: the job's Hydra config (launcher schema and all) reaches the
+    # ranks
+    launch = ["-m", "hydra/launcher=sweeps_local", "hydra.sweep.dir=run", "hydra.sweep.subdir=."]
+    done = run_cli(["train", *launch, *RUN, "max_steps=20", "compute.processes=2"], cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     return cwd, done
 

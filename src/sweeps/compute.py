@@ -67,7 +67,7 @@ def autocast(cfg: ComputeConfig, device: str) -> AbstractContextManager:
 
     precision = cfg.precision
     if precision == "auto":
-        precision = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        precision = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)

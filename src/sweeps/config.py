@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.config_store import ConfigStore
 
@@ -16,6 +17,9 @@ from sweeps.promote import RegistryConfig
 from sweeps.sweep import SweepConfig, direction_for
 from sweeps.tokenizer import TokenizerConfig
 from sweeps.tracking import TrackingConfig
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 @dataclass
@@ -62,6 +66,25 @@ def register() -> None:
     from sweeps import databricks
 
     databricks.register()
+
+
+def load_job_config(text: str) -> DictConfig:
+    """A Hydra job's whole config from YAML (`OmegaConf.to_yaml(HydraConfig.instance().cfg)`), its `hydra` node
+    typed as `HydraConfig.set_config` expects: how a job's Hydra state reaches another process (the ranks of a
+    run, a trial on a Databricks cluster)."""
+    from hydra.conf import HydraConf
+    from omegaconf import DictConfig, OmegaConf, open_dict
+
+    config = OmegaConf.create(text)
+    assert isinstance(config, DictConfig)
+    if "hydra" in config:
+        hydra = OmegaConf.structured(HydraConf)
+        OmegaConf.set_struct(hydra, False)  # keys the driver's Hydra added beyond the schema stay
+        hydra.merge_with(config.hydra)
+        with open_dict(config):
+            config.hydra = hydra
+    OmegaConf.set_struct(config, True)
+    return config
 
 
 def conf_dir() -> Path:

@@ -71,15 +71,17 @@ def train(cfg: DictConfig) -> float:
         distributed.leave()
 
 
-def _rank(cfg: DictConfig, hydra_config: DictConfig | None) -> float:
-    """One of the processes `train` starts: the parent's Hydra job, continued."""
+def _rank(cfg: DictConfig, hydra_yaml: str | None) -> float:
+    """One of the processes `train` starts: the parent's Hydra job, continued. (Hydra's config travels as YAML:
+    its launcher schemas, imported by plugin discovery, do not pickle.)"""
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import configure_log
 
-    from sweeps.config import register
+    from sweeps.config import load_job_config, register
 
     register()  # the config's resolvers
-    if hydra_config is not None:
+    if hydra_yaml is not None:
+        hydra_config = load_job_config(hydra_yaml)
         HydraConfig.instance().set_config(hydra_config)
         if distributed.Ranks.from_env().main:
             configure_log(hydra_config.hydra.job_logging, hydra_config.hydra.verbose)
@@ -343,10 +345,10 @@ def _output_dir() -> Path:
     return path
 
 
-def _hydra_config() -> DictConfig | None:
+def _hydra_config() -> str | None:
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.instance().cfg if HydraConfig.initialized() else None
+    return OmegaConf.to_yaml(HydraConfig.instance().cfg) if HydraConfig.initialized() else None
 
 
 def _overrides() -> list[str]:

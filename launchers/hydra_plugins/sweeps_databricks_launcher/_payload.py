@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import cloudpickle
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 # Top-level packages of the project's wheel.
 SHIPPED = ("sweeps", "hydra_plugins")
@@ -95,15 +95,6 @@ def dump_config(config: DictConfig) -> str:
 
 def load_config(text: str) -> DictConfig:
     """The job's config from dump_config, its `hydra` node typed as Hydra expects."""
-    from hydra.conf import HydraConf
+    from sweeps.config import load_job_config
 
-    config = OmegaConf.create(text)
-    assert isinstance(config, DictConfig)
-    if "hydra" in config:
-        hydra = OmegaConf.structured(HydraConf)
-        OmegaConf.set_struct(hydra, False)  # keys the driver's Hydra added beyond the schema stay
-        hydra.merge_with(config.hydra)
-        with open_dict(config):
-            config.hydra = hydra
-    OmegaConf.set_struct(config, True)
-    return config
+    return load_job_config(text)
