@@ -140,9 +140,20 @@ def test_a_distributed_trial_trains_on_every_worker_through_torch_distributor(
     assert tracked.data.metrics["accuracy"] == trial.value
 
 
-def test_kill_9_then_resume_attaches_to_the_runs_still_going(trial_app: TrialApp) -> None:
+def test_kill_9_then_resume_attaches_to_the_runs_still_going_and_prunes_them(trial_app: TrialApp) -> None:
+    """4 trials with a median pruner; the driver is killed while trials 2 and 3 run. The resumed sweep watches
+    their runs again: trial 2 (a bad curve, as trial 1's) is pruned and cancelled, trial 3 completes."""
     workspace = trial_app.workspace
-    args = ("hydra.sweeper.poll_interval=0.1", "sweep.n_trials=4", "durations=[1.0,1.0,8,8]")
+    # x > 0.6 (trials 1 and 2 with this seed) reports a bad curve; trials 2 and 3 are long, and the pruner
+    # (n_warmup_steps=1) can act on trial 2 only from its second report, 8 s in: well after the kill
+    args = (
+        "hydra.sweeper.poll_interval=0.1",
+        "sweep.n_trials=4",
+        "sweep.pruner=median",
+        "bad_above=0.6",
+        "steps=4",
+        "durations=[1.0,1.0,16,16]",
+    )
     driver = trial_app.start(*args)
     try:
         wait_for(
@@ -160,8 +171,16 @@ def test_kill_9_then_resume_attaches_to_the_runs_still_going(trial_app: TrialApp
 
     result = trial_app.run(*args)
     assert result.returncode == 0, result.stderr
-    assert trial_app.states() == {"COMPLETE": 4}
+    trials = {t.number: t for t in trial_app.trials()}
+    assert {n: t.state for n, t in trials.items()} == {
+        0: TrialState.COMPLETE,
+        1: TrialState.COMPLETE,
+        2: TrialState.PRUNED,
+        3: TrialState.COMPLETE,
+    }
     assert len(workspace.submits()) == 4, "a run still going was submitted again"
-    assert not workspace.cancels()
+    pruned_run = int(trials[2].user_attrs["sweeps:external_id"])
+    assert workspace.cancels() == [pruned_run]
+    assert workspace.run_states()[pruned_run] == ("TERMINATED", "CANCELED")
     ends = [r["trial"] for r in trial_app.records("end")]
-    assert sorted(ends) == [0, 1, 2, 3], "a trial ran twice"
+    assert sorted(ends) == [0, 1, 3], "a trial ran twice, or the pruned one ran to its end"
