@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +165,7 @@ def test_sharded_evaluation_equals_the_whole_eval_set_scored_at_once(two_process
     texts, labels = splits["text"].tolist(), splits["label"].to_numpy()
     assert len(texts) == 200
     ids = tok(texts, truncation=True, max_length=128)["input_ids"]
-    result = evaluate_classifier(model, Encoded.from_rows(ids, labels), 32, tok.pad_token_id, "cpu", _no_amp())
+    result = evaluate_classifier(model, Encoded.from_rows(ids, labels), 32, tok.pad_token_id, "cpu", nullcontext())
     assert scoring.scores(result.y_true, result.y_pred, 2)["accuracy"] == pytest.approx(logged["accuracy"])
     assert result.loss == pytest.approx(logged["eval_loss"], rel=1e-4)
 
@@ -174,12 +175,6 @@ def _eval_split(cwd: Path):
 
     (eval_file,) = (cwd / "outputs" / "cache" / "splits").glob("*.eval.parquet")
     return pd.read_parquet(eval_file)
-
-
-def _no_amp():
-    from contextlib import nullcontext
-
-    return nullcontext()
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
 
 
@@ -75,3 +75,30 @@ def run_batch(
             handle.wait(timeout=cancel_wait)
         raise
     return [r for r in results if r is not None]
+
+
+def failure_text(ret: JobReturn) -> str | None:
+    """The traceback of a job that failed with an exception, else None."""
+    if ret.status != JobStatus.FAILED or not isinstance(ret._return_value, BaseException):
+        return None
+    import traceback
+
+    return "".join(traceback.format_exception(ret._return_value))
+
+
+def pickled_result(ret: JobReturn, tb: str | None, **extra: Any) -> bytes:
+    """A job's result as the launcher's driver reads it back: `ret`, its traceback and `extra`. A return value
+    (or error) that does not pickle fails the job with a message saying so."""
+    import cloudpickle
+
+    record = {"ret": ret, "traceback": tb, **extra}
+    try:
+        return cloudpickle.dumps(record)
+    except Exception as e:
+        if ret.status == JobStatus.COMPLETED:
+            reason = f"its return value could not be pickled: {e!r}"
+        else:
+            reason = f"{type(ret._return_value).__name__}: {ret._return_value}"
+        ret.status = JobStatus.FAILED
+        ret.return_value = RuntimeError(reason)
+        return cloudpickle.dumps(record)

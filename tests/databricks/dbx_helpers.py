@@ -3,17 +3,15 @@ test app swept on the fake workspace."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import optuna
 from fakes.databricks import FakeWorkspace
+from sweep_apps import App
 
 VOLUME = "/Volumes/main/ml/sweeps"
 CPU_CLUSTER = "{spark_version:'15.4.x-cpu-ml-scala2.12',node_type_id:Standard_D4ds_v5,num_workers:0}"
@@ -24,7 +22,6 @@ LAUNCHER = [
     "hydra.launcher.poll_interval=0.2",
     "hydra.launcher.progress_interval=0.2",
 ]
-TRIAL_APP = Path(__file__).resolve().parents[1] / "launchers" / "apps" / "trial_app.py"
 
 
 def user_env(workspace: FakeWorkspace, outputs: Path, home: Path) -> dict[str, str]:
@@ -43,71 +40,21 @@ def user_env(workspace: FakeWorkspace, outputs: Path, home: Path) -> dict[str, s
     return env
 
 
-class TrialApp:
+class TrialApp(App):
     """The sweeper's test app (tests/launchers/apps) swept on the fake workspace, run as a user runs it."""
 
     def __init__(self, tmp_path: Path, workspace: FakeWorkspace, outputs: Path) -> None:
-        self.dir = tmp_path
+        super().__init__(tmp_path)
         self.workspace = workspace
-        self.storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-        self.record = tmp_path / "record.jsonl"
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
         self.env = user_env(workspace, outputs, home)
 
     def command(self, *overrides: str) -> list[str]:
-        return [
-            sys.executable,
-            str(TRIAL_APP),
-            "-m",
-            f"hydra.sweeper.storage={self.storage}",
-            f"hydra.sweep.dir={self.dir / 'multirun'}",
-            f"record={self.record}",
-            "hydra/launcher=sweeps_databricks",
-            *LAUNCHER,
-            *overrides,
-        ]
+        return super().command("hydra/launcher=sweeps_databricks", *LAUNCHER, *overrides)
 
     def run(self, *overrides: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.command(*overrides), cwd=self.dir, env=self.env, capture_output=True, text=True, timeout=timeout
-        )
-
-    def start(self, *overrides: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.command(*overrides),
-            cwd=self.dir,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def trials(self, study: str = "trial_app") -> list[optuna.trial.FrozenTrial]:
-        try:
-            return optuna.load_study(study_name=study, storage=self.storage).get_trials()
-        except KeyError:
-            return []
-
-    def states(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for t in self.trials():
-            counts[t.state.name] = counts.get(t.state.name, 0) + 1
-        return counts
-
-    def records(self, event: str | None = None) -> list[dict[str, Any]]:
-        if not self.record.exists():
-            return []
-        lines = [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
-        return [r for r in lines if event is None or r["event"] == event]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+        return super().run(*overrides, timeout=timeout)
 
 
 def make_launcher(tmp_path: Path, overrides: list[str], task_function: Callable[..., Any]) -> Any:

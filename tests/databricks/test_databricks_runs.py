@@ -9,10 +9,11 @@ from pathlib import Path
 
 import dbx_tasks
 import pytest
-from dbx_helpers import TrialApp, make_launcher, wait_for
+from dbx_helpers import TrialApp, make_launcher
 from fakes.databricks import FakeWorkspace
 from hydra.core.utils import JobStatus
 from optuna.trial import TrialState
+from sweep_apps import wait_for
 
 FAST = ("hydra.sweeper.poll_interval=0.1",)
 

@@ -6,9 +6,10 @@ import signal
 from pathlib import Path
 
 import optuna
-from dbx_helpers import DATABRICKS_COMPUTE, TINY_TRAIN, TrialApp, sweeps_cli, user_env, wait_for
+from dbx_helpers import DATABRICKS_COMPUTE, TINY_TRAIN, TrialApp, sweeps_cli, user_env
 from fakes.databricks import FakeWorkspace
 from optuna.trial import TrialState
+from sweep_apps import wait_for
 
 
 def test_sweeps_train_trials_on_job_clusters(

@@ -17,13 +17,13 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 from hydra.core.utils import JobReturn, JobStatus
+
+from sweeps.launching import failure_text, pickled_result
 
 from ._payload import load_config, load_setup
 from ._volume import Volume
@@ -119,11 +119,11 @@ def main(argv: list[str]) -> int:
         mlflow_run_id = _tag_mlflow_run(volume, job, args.run_id, started)
     if ret is None:
         return code
-    tb = _failure_text(ret)
+    tb = failure_text(ret)
     if tb is not None:
         sys.stderr.write(f"[sweeps_databricks] job #{job['idx']} failed:\n{tb}")
     outputs = _copy_outputs(volume, ret, job)
-    volume.write_bytes(job["result"], _dump(ret, tb, outputs, mlflow_run_id))
+    volume.write_bytes(job["result"], pickled_result(ret, tb, outputs=outputs, mlflow_run_id=mlflow_run_id))
     return 0 if ret.status == JobStatus.COMPLETED else 1
 
 
@@ -239,23 +239,3 @@ def _copy_outputs(volume: Volume, ret: JobReturn, job: dict[str, Any]) -> list[s
         except Exception as e:
             log.warning(f"could not copy {path} to the upload dir: {e}")
     return copied
-
-
-def _failure_text(ret: JobReturn) -> str | None:
-    if ret.status != JobStatus.FAILED or not isinstance(ret._return_value, BaseException):
-        return None
-    return "".join(traceback.format_exception(ret._return_value))
-
-
-def _dump(ret: JobReturn, tb: str | None, outputs: list[str], mlflow_run_id: str | None) -> bytes:
-    record = {"ret": ret, "traceback": tb, "outputs": outputs, "mlflow_run_id": mlflow_run_id}
-    try:
-        return cloudpickle.dumps(record)
-    except Exception as e:
-        if ret.status == JobStatus.COMPLETED:
-            reason = f"its return value could not be pickled: {e!r}"
-        else:
-            reason = f"{type(ret._return_value).__name__}: {ret._return_value}"
-        ret.status = JobStatus.FAILED
-        ret.return_value = RuntimeError(reason)
-        return cloudpickle.dumps(record)

@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +26,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import open_dict
+
+from sweeps.launching import failure_text, pickled_result
 
 EXIT_CANCELLED = 128 + signal.SIGTERM
 
@@ -99,25 +100,6 @@ def execute(setup: dict[str, Any], idx: int, overrides: Sequence[str]) -> JobRet
     )
 
 
-def _failure_text(ret: JobReturn) -> str | None:
-    if ret.status != JobStatus.FAILED or not isinstance(ret._return_value, BaseException):
-        return None
-    return "".join(traceback.format_exception(ret._return_value))
-
-
-def _dump(ret: JobReturn, tb: str | None) -> bytes:
-    try:
-        return cloudpickle.dumps({"ret": ret, "traceback": tb})
-    except Exception as e:
-        if ret.status == JobStatus.COMPLETED:
-            reason = f"its return value could not be pickled: {e!r}"
-        else:
-            reason = f"{type(ret._return_value).__name__}: {ret._return_value}"
-        ret.status = JobStatus.FAILED
-        ret.return_value = RuntimeError(reason)
-        return cloudpickle.dumps({"ret": ret, "traceback": tb})
-
-
 def main(argv: list[str]) -> int:
     parent = int(argv[argv.index("--parent") + 1])
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -130,10 +112,10 @@ def main(argv: list[str]) -> int:
         job = json.loads(line)
         os.environ.update(job["env"])
         ret = execute(setup, job["idx"], job["overrides"])
-        tb = _failure_text(ret)
+        tb = failure_text(ret)
         if tb is not None:
             sys.stderr.write(f"[sweeps_local] job #{job['idx']} failed:\n{tb}")
-        data = _dump(ret, tb)
+        data = pickled_result(ret, tb)
         tmp = job["result"] + ".tmp"
         with open(tmp, "wb") as f:
             f.write(data)
