@@ -6,16 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from support import OFFLINE_IMDB, SHARED
 
-from sweeps.config import conf_dir, register
-
-
-def compose_config(overrides: list[str]):
-    register()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides)
+from sweeps.compose import compose as compose_config
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ examples:
   python -m sweeps train model=gpt2 lr=2e-5
   python -m sweeps train experiment=offline
   python -m sweeps train -m lr=1e-5,2e-5,5e-5 batch_size=8,16
-  python -m sweeps train -m sweep=imdb_tpe sweep.workers=2
+  python -m sweeps train -m sweep=imdb_tpe hydra.sweeper.workers=2
 """
 
 # command -> module whose main(argv) -> int runs it

@@ -6,7 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 from sweeps import errors
-from sweeps.config import conf_dir, register
+from sweeps.compose import conf_dir
+from sweeps.schema import register
 
 register()
 

@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+
+from sweeps.schema.compute import ComputeConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-@dataclass
-class ComputeConfig:
-    # Name of the option, for reports (auto, cpu, local_gpus, ...).
-    name: str = "auto"
-    # auto picks cuda when a GPU is visible, else cpu.
-    device: str = "auto"
-    # auto: bf16 autocast on GPUs that support it, fp32 elsewhere.
-    precision: str = "auto"
-    # torch.compile the model (pays off on GPUs for runs longer than a few hundred steps).
-    compile: bool = False
-    # CPU threads for torch; null keeps torch's default.
-    threads: int | None = None
-    # Data-parallel processes per run, each on its share of the batches (batch_size is per process): one per
-    # GPU of the run (a sweep's launcher gives each trial hydra.launcher.gpus_per_job of them), or CPU workers.
-    processes: int = 1
 
 
 def problems(cfg: ComputeConfig) -> list[str]:

@@ -5,40 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omegaconf import MISSING
-
 from sweeps.errors import ConfigError
+from sweeps.schema.dataset import DatasetConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
 SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-@dataclass
-class DatasetConfig:
-    # Hub dataset id (e.g. imdb, glue); ignored when `path` is set.
-    name: str | None = "imdb"
-    # Hub config name (e.g. sst2 for glue).
-    subset: str | None = None
-    # Local folder (files named after their split: train*.jsonl, test*.csv, ...) or one file.
-    path: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
-    train_split: str = "train"
-    eval_split: str = "test"
-    # Number of examples drawn (after shuffling) from each split; null takes the whole split.
-    train_size: int | None = None
-    eval_size: int | None = None
-    shuffle: bool = True
-    seed: int = MISSING
-    # Class names in label order; a causal LM scores " <name>" after the prompt.
-    label_names: list[str] = field(default_factory=lambda: ["negative", "positive"])
-    prompt: str = "Review: {text}\nSentiment:"
 
 
 @dataclass

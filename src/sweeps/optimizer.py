@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from omegaconf import MISSING
+from sweeps.schema.optimizer import OptimizerConfig
 
 if TYPE_CHECKING:
     import torch
 
 NAMES = ("adamw", "sgd", "adafactor")
 SCHEDULES = ("linear", "cosine", "constant")
-
-
-@dataclass
-class OptimizerConfig:
-    # adamw | sgd | adafactor
-    name: str = "adamw"
-    # Set through the top-level shortcut `lr`.
-    lr: float = MISSING
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    momentum: float = 0.9
-    # Fraction of the steps spent warming the rate up from zero.
-    warmup_ratio: float = 0.0
-    # linear | cosine | constant decay after warm-up.
-    schedule: str = "linear"
-    # Gradients are clipped to this norm; 0 turns clipping off.
-    max_grad_norm: float = 1.0
-    # Fused AdamW kernel on CUDA.
-    fused: bool = True
 
 
 def problems(cfg: OptimizerConfig) -> list[str]:

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from sweeps.compose import compose
 from sweeps.errors import EXIT_BAD_INPUT, ConfigError, report
+from sweeps.schema.registry import RegistryConfig
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -28,18 +30,6 @@ if TYPE_CHECKING:
 # Runs that are not trials: a sweep's parent run, a deployment's run.
 NOT_TRIALS = ("sweep", "deploy")
 ALIAS = re.compile(r"^[\w-]+$")
-
-
-@dataclass
-class RegistryConfig:
-    # Registered model name; when tracking on Databricks, a Unity Catalog name catalog.schema.model.
-    model_name: str = "sweeps"
-    # Model registry URI; null: the tracking store (databricks-uc when tracking on Databricks).
-    uri: str | None = None
-    # The version deploy targets take; it moves only to a version that beats it on the same eval set.
-    champion_alias: str = "champion"
-    # The latest registered version that did not beat the champion.
-    challenger_alias: str = "challenger"
 
 
 @dataclass
@@ -377,41 +367,6 @@ def _databricks(uri: str) -> bool:
     return uri == "databricks" or uri.startswith("databricks://")
 
 
-def load_config(overrides: list[str]) -> DictConfig:
-    """conf/ composed with Hydra-style overrides, as `train` composes it; bad overrides are a ConfigError."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from sweeps.config import conf_dir, register
-
-    register()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_compose_message(exc, overrides)) from None
-
-
-def _compose_message(exc: Exception, overrides: list[str]) -> str:
-    text = str(exc).strip()
-    missing = re.search(r"Could not find '([\w-]+)/([\w.-]+)'", text)
-    if missing:
-        group, option = missing.groups()
-        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
-        choose = f"choose one of {', '.join(options)}" if options else f"see conf/{group}/"
-        return f"{group}={option}: no such option in conf/{group}/; {choose}"
-    unknown = re.match(r"Could not override '([^']+)'", text)
-    if unknown:
-        return f"{unknown.group(1)}: no such key; check its spelling (python -m sweeps train --cfg job shows the keys)"
-    merging = re.match(r"Error merging override (\S+)", text)
-    cause = str(exc.__cause__ or "").strip().splitlines()
-    if merging and cause:
-        return f"{merging.group(1)}: {cause[0]}"
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return f"{first}; check the overrides: {' '.join(overrides) or '(none)'}"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sweeps promote",
@@ -429,7 +384,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg = load_config(args.overrides)
+        cfg = compose(args.overrides)
         promotion = promote_best(cfg, sweep=args.sweep, run_id=args.run, force=args.force)
     except ConfigError as error:
         report(error)

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweeps.errors import ConfigError
+from sweeps.schema.tokenizer import TokenizerConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-
-@dataclass
-class TokenizerConfig:
-    # Hub name; ignored when `path` is set.
-    name: str = "gpt2"
-    # Local folder with the tokenizer files (vocab.json + merges.txt, or tokenizer.json).
-    path: str | None = None
-    # Longer examples are truncated to this many tokens.
-    max_length: int = 512
 
 
 def problems(cfg: TokenizerConfig) -> list[str]:

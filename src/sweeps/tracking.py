@@ -8,27 +8,18 @@ import os
 import subprocess
 import urllib.request
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweeps.schema.tracking import TrackingConfig
 from sweeps.secrets import mask, mask_text
 
 if TYPE_CHECKING:
     import mlflow
 
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "mlflow", "optuna", "hydra-core", "sweeps")
-
-
-@dataclass
-class TrackingConfig:
-    # MLflow tracking URI; null: $MLFLOW_TRACKING_URI when set, else SQLite under outputs/.
-    uri: str | None = None
-    experiment: str = "sweeps"
-    # Log the trained model with mlflow.transformers so MLflow can load and serve it.
-    log_model: bool = True
 
 
 def outputs_dir() -> Path:

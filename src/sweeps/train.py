@@ -18,8 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sweeps import compute, dataset, deploy, distributed, model, optimizer, tokenizer, tracking
-from sweeps.config import OBJECTIVES
 from sweeps.errors import ConfigError
+from sweeps.schema import OBJECTIVES
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,8 @@ def _rank(cfg: DictConfig, hydra_yaml: str | None) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import configure_log
 
-    from sweeps.config import load_job_config, register
+    from sweeps.compose import load_job_config
 
-    register()  # the config's resolvers
     if hydra_yaml is not None:
         hydra_config = load_job_config(hydra_yaml)
         HydraConfig.instance().set_config(hydra_config)

@@ -104,10 +104,10 @@ TINY_TRAIN = [
 # compute=databricks on the fake workspace.
 DATABRICKS_COMPUTE = [
     "compute=databricks",
-    f"compute.upload_dir={VOLUME}/cli",
-    f"compute.new_cluster={CPU_CLUSTER}",
-    "compute.poll_interval=0.3",
-    "compute.progress_interval=0.3",
+    f"hydra.launcher.upload_dir={VOLUME}/cli",
+    f"hydra.launcher.new_cluster={CPU_CLUSTER}",
+    "hydra.launcher.poll_interval=0.3",
+    "hydra.launcher.progress_interval=0.3",
 ]
 
 

@@ -29,16 +29,16 @@ BAD_INPUT = [
     pytest.param([], {"DATABRICKS_HOST": "dead"}, ["does not answer"], id="dead-host"),
     pytest.param(
         [
-            "compute.upload_dir=/dbfs/tmp/sweeps",
-            "compute.existing_cluster_id=0101-120000-abcdefgh",
+            "hydra.launcher.upload_dir=/dbfs/tmp/sweeps",
+            "hydra.launcher.existing_cluster_id=0101-120000-abcdefgh",
             "tracking.uri=sqlite:///mlflow.db",
-            "compute.distributed=true",
+            "hydra.launcher.distributed=true",
         ],
         {},
         [
-            "compute.distributed=true needs worker nodes",
-            "compute.upload_dir=/dbfs/tmp/sweeps: not a Unity Catalog volume path",
-            "compute.existing_cluster_id=0101-120000-abcdefgh and compute.new_cluster are both set",
+            "hydra.launcher.distributed=true needs worker nodes",
+            "hydra.launcher.upload_dir=/dbfs/tmp/sweeps: not a Unity Catalog volume path",
+            "hydra.launcher.existing_cluster_id=0101-120000-abcdefgh and hydra.launcher.new_cluster are both set",
             "tracking.uri=sqlite:///mlflow.db: trials on Databricks cannot write to this machine's MLflow store",
         ],
         id="settings",
@@ -88,15 +88,15 @@ def test_workspace_settings_are_checked_before_an_optuna_sweep_starts(
         "hydra/sweeper=sweeps_optuna",
         f"hydra.sweeper.storage={storage}",
         "lr=1e-3,1e-2",
-        "compute.new_cluster.node_type_id=Standard_Nope",
-        "compute.new_cluster.spark_version=13.9.x-gpu-ml-scala2.12",
-        "compute.upload_dir=/Volumes/main/ml/nothing/sweeps",
+        "hydra.launcher.new_cluster.node_type_id=Standard_Nope",
+        "hydra.launcher.new_cluster.spark_version=13.9.x-gpu-ml-scala2.12",
+        "hydra.launcher.upload_dir=/Volumes/main/ml/nothing/sweeps",
     ]
     result = sweeps_cli(args, tmp_path, env)
     assert result.returncode == 2, result.stderr
     for message in (
-        "compute.new_cluster.node_type_id=Standard_Nope: not a node type of this workspace",
-        "compute.new_cluster.spark_version=13.9.x-gpu-ml-scala2.12: not a runtime of this workspace",
+        "hydra.launcher.new_cluster.node_type_id=Standard_Nope: not a node type of this workspace",
+        "hydra.launcher.new_cluster.spark_version=13.9.x-gpu-ml-scala2.12: not a runtime of this workspace",
         "the volume /Volumes/main/ml/nothing does not exist",
     ):
         assert message in result.stderr, result.stderr
@@ -116,10 +116,10 @@ def test_check_reports_the_workspace_and_exits_2_on_a_bad_setting(
     assert ok.returncode == 0, ok.stderr
     assert "sweeper@example.com" in ok.stdout and "ok:" in ok.stdout
     bad = sweeps_cli(
-        ["databricks", "check", *settings, "compute.new_cluster.node_type_id=Standard_Nope"], tmp_path, env
+        ["databricks", "check", *settings, "hydra.launcher.new_cluster.node_type_id=Standard_Nope"], tmp_path, env
     )
     assert bad.returncode == 2
-    assert "compute.new_cluster.node_type_id=Standard_Nope" in bad.stderr
+    assert "hydra.launcher.new_cluster.node_type_id=Standard_Nope" in bad.stderr
     assert workspace.calls("POST", "/api/2.2/jobs/runs/submit") == 0
     assert workspace.token not in ok.stdout + ok.stderr + bad.stdout + bad.stderr
 

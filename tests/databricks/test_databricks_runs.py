@@ -66,8 +66,8 @@ def test_pruned_trials_are_cancelled_and_throttling_is_retried(trial_app: TrialA
     # trials 1 and 2 (x > 0.6) report a bad curve; trial 2 runs once two trials are complete and is pruned
     result = trial_app.run(
         *FAST,
-        "sweep.n_trials=4",
-        "sweep.pruner=median",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner.name=median",
         "bad_above=0.6",
         "steps=4",
         "durations=[1,1,8,1]",
@@ -90,7 +90,7 @@ def test_cluster_launch_failure_and_timeout_fail_their_trials_with_the_state_mes
     trial_app.workspace.faults.launch_failures = 1  # the first run's cluster does not come up
     result = trial_app.run(
         *FAST,
-        "sweep.n_trials=2",
+        "hydra.sweeper.n_trials=2",
         "durations=[60]",
         "hydra.launcher.timeout=5",
         "hydra.sweeper.max_failure_rate=1.0",
@@ -104,7 +104,7 @@ def test_cluster_launch_failure_and_timeout_fail_their_trials_with_the_state_mes
 
 def test_ctrl_c_cancels_every_active_run(trial_app: TrialApp) -> None:
     workspace = trial_app.workspace
-    driver = trial_app.start(*FAST, "sweep.n_trials=4", "durations=[60]")
+    driver = trial_app.start(*FAST, "hydra.sweeper.n_trials=4", "durations=[60]")
     try:
         wait_for(lambda: len(trial_app.records("start")) >= 2, 120, "two trials to start on the workspace")
         active = [r for r, (life, _) in workspace.run_states().items() if life == "RUNNING"]

@@ -91,7 +91,7 @@ def test_sweeps_train_trials_on_job_clusters(
 def test_a_distributed_trial_trains_on_every_worker_through_torch_distributor(
     workspace: FakeWorkspace, outputs: Path, tmp_path: Path, mlflow_server: str
 ) -> None:
-    """compute.distributed=true on a two-worker cluster: TorchDistributor (a real local Spark, one task slot per
+    """hydra.launcher.distributed=true on a two-worker cluster: TorchDistributor (a real local Spark, one task slot per
     worker) starts one rank per worker; rank 0 reports progress and tracks the one MLflow run."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     two_workers = "{spark_version:'15.4.x-cpu-ml-scala2.12',node_type_id:Standard_D4ds_v5,num_workers:2}"
@@ -99,8 +99,8 @@ def test_a_distributed_trial_trains_on_every_worker_through_torch_distributor(
         "train",
         "-m",
         *DATABRICKS_COMPUTE,
-        f"compute.new_cluster={two_workers}",
-        "compute.distributed=true",
+        f"hydra.launcher.new_cluster={two_workers}",
+        "hydra.launcher.distributed=true",
         *TINY_TRAIN,
         "dataset.train_size=64",
         "dataset.eval_size=32",
@@ -149,8 +149,8 @@ def test_kill_9_then_resume_attaches_to_the_runs_still_going_and_prunes_them(tri
     # (n_warmup_steps=1) can act on trial 2 only from its second report, 8 s in: well after the kill
     args = (
         "hydra.sweeper.poll_interval=0.1",
-        "sweep.n_trials=4",
-        "sweep.pruner=median",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner.name=median",
         "bad_above=0.6",
         "steps=4",
         "durations=[1.0,1.0,16,16]",

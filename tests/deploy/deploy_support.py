@@ -50,9 +50,9 @@ class Project:
 
 
 def compose(overrides: list[str]):
-    from sweeps.promote import load_config
+    from sweeps.compose import compose
 
-    return load_config(overrides)
+    return compose(overrides)
 
 
 @cache

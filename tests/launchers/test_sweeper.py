@@ -22,7 +22,7 @@ def test_discovery() -> None:
 
 def test_six_trials_two_workers_without_barrier(app: App) -> None:
     # trial 0 runs long; the other slot must go through several short trials meanwhile
-    result = app.run("sweep.n_trials=6", "sweep.workers=2", "durations=[2.5,0.5]")
+    result = app.run("hydra.sweeper.n_trials=6", "hydra.sweeper.workers=2", "durations=[2.5,0.5]")
     assert result.returncode == 0, result.stderr
     assert app.states() == {"COMPLETE": 6}
     starts = {r["trial"]: r["time"] for r in app.records("start")}
@@ -39,8 +39,8 @@ def test_six_trials_two_workers_without_barrier(app: App) -> None:
 
 def test_pruning_stops_bad_trials_early(app: App) -> None:
     result = app.run(
-        "sweep.n_trials=8",
-        "sweep.pruner=median",
+        "hydra.sweeper.n_trials=8",
+        "hydra.sweeper.pruner.name=median",
         "bad_above=0.6",
         "steps=6",
         "durations=[1.2]",
@@ -62,7 +62,9 @@ def test_pruning_stops_bad_trials_early(app: App) -> None:
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(app: App) -> None:
-    result = app.run("sweep.n_trials=5", "fail_trials=[1]", "crash_trials=[2]", "hydra.sweeper.max_failure_rate=0.5")
+    result = app.run(
+        "hydra.sweeper.n_trials=5", "fail_trials=[1]", "crash_trials=[2]", "hydra.sweeper.max_failure_rate=0.5"
+    )
     assert result.returncode == 0, result.stderr
     assert app.states() == {"COMPLETE": 3, "FAIL": 2}
     failed = {t.number: t.user_attrs["error"] for t in app.trials() if t.state == TrialState.FAIL}
@@ -73,7 +75,7 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(app: App) -> None:
 
 
 def test_max_failure_rate_stops_the_sweep(app: App) -> None:
-    result = app.run("sweep.n_trials=8", "fail_all=true", "hydra.sweeper.max_failure_rate=0.2")
+    result = app.run("hydra.sweeper.n_trials=8", "fail_all=true", "hydra.sweeper.max_failure_rate=0.2")
     assert result.returncode != 0
     assert "max_failure_rate" in result.stderr
     states = app.states()
@@ -93,7 +95,7 @@ def two_long_trials_running(app: App, job_ids: bool = False) -> bool:
 
 def test_kill_9_then_resume(app: App) -> None:
     # trials 0 and 1 are short, 2 and 3 long enough to be killed mid-run, the retries (4, 5) short again
-    args = ("sweep.n_trials=4", "durations=[0.5,0.5,20.0,20.0,0.5]")
+    args = ("hydra.sweeper.n_trials=4", "durations=[0.5,0.5,20.0,20.0,0.5]")
     driver = app.start(*args)
     try:
         wait_for(lambda: two_long_trials_running(app), 60, "trials 2 and 3 to run")
@@ -123,7 +125,7 @@ def test_kill_9_then_resume(app: App) -> None:
 
 
 def test_ctrl_c_stops_cleanly_and_resumes(app: App) -> None:
-    args = ("sweep.n_trials=4", "durations=[4.0]")
+    args = ("hydra.sweeper.n_trials=4", "durations=[4.0]")
     driver = app.start(*args)
     try:
         wait_for(lambda: len(app.records("start")) >= 2, 60, "two trials to start")
@@ -144,7 +146,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(app: App) -> None:
 
 
 def test_basic_launcher_runs_batches(app: App) -> None:
-    result = app.run("hydra/launcher=basic", "sweep.n_trials=4", "durations=[0.4]")
+    result = app.run("hydra/launcher=basic", "hydra.sweeper.n_trials=4", "durations=[0.4]")
     assert result.returncode == 0, result.stderr
     assert app.states() == {"COMPLETE": 4}
     starts = {r["trial"]: r["time"] for r in app.records("start")}
@@ -155,9 +157,9 @@ def test_basic_launcher_runs_batches(app: App) -> None:
 def test_basic_launcher_prunes_through_the_prune_file(app: App) -> None:
     result = app.run(
         "hydra/launcher=basic",
-        "sweep.workers=1",
-        "sweep.n_trials=4",
-        "sweep.pruner=median",
+        "hydra.sweeper.workers=1",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner.name=median",
         "bad_above=0.6",
         "steps=8",
         "durations=[0.8]",
@@ -171,7 +173,7 @@ def test_basic_launcher_prunes_through_the_prune_file(app: App) -> None:
 
 def test_two_objectives_and_a_custom_search_space(app: App) -> None:
     result = app.run(
-        "sweep.n_trials=3",
+        "hydra.sweeper.n_trials=3",
         "multi=true",
         "hydra.sweeper.direction=[minimize,maximize]",
         "hydra.sweeper.custom_search_space=__main__.extra_space",
@@ -185,7 +187,12 @@ def test_two_objectives_and_a_custom_search_space(app: App) -> None:
 
 
 def test_grid_sampler_covers_the_grid_once(app: App) -> None:
-    result = app.run("sweep.sampler=grid", "sweep.n_trials=10", "hydra.sweeper.params.x='choice(0.1,0.2,0.3)'", "y=1,2")
+    result = app.run(
+        "hydra.sweeper.sampler.name=grid",
+        "hydra.sweeper.n_trials=10",
+        "hydra.sweeper.params.x='choice(0.1,0.2,0.3)'",
+        "y=1,2",
+    )
     assert result.returncode == 0, result.stderr
     trials = app.trials()
     assert sorted((t.params["x"], t.params["y"]) for t in trials) == [(x, y) for x in (0.1, 0.2, 0.3) for y in (1, 2)]
@@ -194,9 +201,8 @@ def test_grid_sampler_covers_the_grid_once(app: App) -> None:
 @pytest.mark.parametrize(
     "overrides, key",
     [
-        (["sweep.sampler=foo"], "sweep.sampler=foo: unknown sampler"),
         (["hydra.sweeper.sampler.name=foo"], "hydra.sweeper.sampler.name=foo: unknown sampler"),
-        (["sweep.pruner=bar"], "sweep.pruner=bar: unknown pruner"),
+        (["hydra.sweeper.pruner.name=bar"], "hydra.sweeper.pruner.name=bar: unknown pruner"),
         (["hydra.sweeper.params.x='interval(0,'"], "hydra.sweeper.params.x: malformed"),
         (["hydra.sweeper.params.x='range(5,5)'"], "hydra.sweeper.params.x: range(5, 5, step=1) is empty"),
         (["hydra.sweeper.params.x='interval(1,0)'"], "hydra.sweeper.params.x: interval(1.0, 0.0) is empty"),
@@ -206,7 +212,7 @@ def test_grid_sampler_covers_the_grid_once(app: App) -> None:
             ["hydra.sweeper.direction=[minimize,maximize]", "hydra.sweeper.metric=loss"],
             "hydra.sweeper.direction=['minimize', 'maximize']: 2 direction(s) for 1 objective(s)",
         ),
-        (["sweep.workers=0"], "sweep.workers=0"),
+        (["hydra.sweeper.workers=0"], "hydra.sweeper.workers=0"),
         (
             ["hydra.sweeper.storage=sqlite:////nonexistent/dir/optuna.db"],
             "hydra.sweeper.storage=sqlite:////nonexistent",
@@ -226,8 +232,8 @@ def test_bad_input_exits_2_before_any_trial(app: App, overrides: list[str], key:
 
 
 def test_direction_must_match_the_stored_study(app: App) -> None:
-    assert app.run("sweep.n_trials=1", "durations=[0.1]").returncode == 0
-    result = app.run("sweep.n_trials=2", "hydra.sweeper.direction=[minimize,maximize]", "multi=true")
+    assert app.run("hydra.sweeper.n_trials=1", "durations=[0.1]").returncode == 0
+    result = app.run("hydra.sweeper.n_trials=2", "hydra.sweeper.direction=[minimize,maximize]", "multi=true")
     assert result.returncode == 2
     assert "study 'trial_app' was created with 1 objective(s)" in result.stderr
     assert app.trial_count() == 1
@@ -272,11 +278,11 @@ def test_mlflow_parent_run_is_shared_by_trials_and_reused_on_resume(app: App) ->
 
     uri = f"sqlite:///{app.dir / 'mlflow.db'}"
     tracking = [f"+tracking.uri={uri}", "+tracking.experiment=sweeps_test", "durations=[0.1]"]
-    assert app.run("sweep.n_trials=2", *tracking).returncode == 0
+    assert app.run("hydra.sweeper.n_trials=2", *tracking).returncode == 0
     run_id = optuna.load_study(study_name="trial_app", storage=app.storage).user_attrs["sweeps:mlflow_parent_run_id"]
     assert {r["parent_run"] for r in app.records("start")} == {run_id}
 
-    result = app.run("sweep.n_trials=3", *tracking)
+    result = app.run("hydra.sweeper.n_trials=3", *tracking)
     assert result.returncode == 0, result.stderr
     assert {r["parent_run"] for r in app.records("start")} == {run_id}
     client = MlflowClient(tracking_uri=uri)
@@ -296,7 +302,7 @@ def test_mlflow_parent_run_is_shared_by_trials_and_reused_on_resume(app: App) ->
 
 
 def test_timeout_stops_starting_trials(app: App) -> None:
-    result = app.run("sweep.n_trials=20", "hydra.sweeper.timeout=1.5", "durations=[1.0]")
+    result = app.run("hydra.sweeper.n_trials=20", "hydra.sweeper.timeout=1.5", "durations=[1.0]")
     assert result.returncode == 0, result.stderr
     states = app.states()
     assert set(states) == {"COMPLETE"} and 2 <= states["COMPLETE"] < 20
@@ -307,7 +313,7 @@ def test_resume_attaches_to_jobs_that_still_run(app: App) -> None:
     """With a launcher that has attach() (remote runs), a resumed sweep watches a stopped sweep's jobs
     again instead of failing and repeating them."""
     registry = app.with_fake_remote_launcher()
-    args = ("hydra/launcher=fake_remote", "sweep.n_trials=4", "durations=[0.5,0.5,6.0]")
+    args = ("hydra/launcher=fake_remote", "hydra.sweeper.n_trials=4", "durations=[0.5,0.5,6.0]")
     driver = app.start(*args)
     try:
         wait_for(lambda: two_long_trials_running(app, job_ids=True), 60, "trials 2 and 3 to run as jobs")

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,24 +22,9 @@ CHECK_RETRY_S = 3
 CHECK_HTTP_TIMEOUT_S = 10
 
 
-class KeyNames:
-    """Names an option as the user sets it: `compute.X` when hydra.launcher.X comes from the compute node."""
-
-    def __init__(self, config: DictConfig | None) -> None:
-        self.config = config
-
-    def __call__(self, name: str) -> str:
-        node = None
-        if self.config is not None:
-            launcher = OmegaConf.select(self.config, "hydra.launcher", default=None)
-            if isinstance(launcher, DictConfig) and name in launcher:
-                node = launcher._get_node(name)
-        if node is not None and node._is_interpolation():
-            match = re.fullmatch(r"\$\{oc\.select:(compute\.[\w.]+),.*\}", str(node._value()))
-            absent = object()
-            if match and OmegaConf.select(self.config, match.group(1), default=absent) is not absent:
-                return match.group(1)
-        return f"hydra.launcher.{name}"
+def key(name: str) -> str:
+    """An option as users set it."""
+    return f"hydra.launcher.{name}"
 
 
 @dataclass
@@ -60,7 +44,7 @@ class Options:
     wheel: str | None
 
     @classmethod
-    def parse(cls, raw: Mapping[str, Any], key: Callable[[str], str]) -> Options:
+    def parse(cls, raw: Mapping[str, Any]) -> Options:
         from sweeps.errors import ConfigError
 
         o = {k: _plain(v) for k, v in raw.items()}
@@ -95,14 +79,14 @@ class Options:
             errors += _cluster_problems(new, key("new_cluster"))
         libraries = o.get("libraries") or []
         errors += _library_problems(libraries, key("libraries"))
-        timeout = o.get("timeout", 7200)
+        timeout = o["timeout"]
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
             errors.append(f"{key('timeout')}={timeout}: seconds a run may take, a whole number >= 0 (0: no limit)")
         for name in ("poll_interval", "progress_interval"):
-            value = o.get(name, 1.0)
+            value = o[name]
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 errors.append(f"{key(name)}={value}: a number of seconds above 0")
-        distributed = bool(o.get("distributed", False))
+        distributed = bool(o["distributed"])
         if distributed and isinstance(new, dict) and not _workers(new):
             errors.append(
                 f"{key('distributed')}=true needs worker nodes: set {key('new_cluster')}.num_workers (or "
@@ -127,8 +111,8 @@ class Options:
             distributed=distributed,
             upload_dir=str(upload_dir).rstrip("/"),
             timeout=int(timeout),
-            poll_interval=float(o.get("poll_interval", 10.0)),
-            progress_interval=float(o.get("progress_interval", 5.0)),
+            poll_interval=float(o["poll_interval"]),
+            progress_interval=float(o["progress_interval"]),
             wheel=str(wheel) if wheel else None,
         )
 
@@ -189,14 +173,14 @@ def _library_problems(libraries: Any, key: str) -> list[str]:
     return errors
 
 
-def checked(launcher: Any, key: KeyNames) -> tuple[Options, str | None]:
+def checked(launcher: Any) -> tuple[Options, str | None]:
     """The options and the app's tracking store, every problem of both reported at once."""
     from sweeps.errors import ConfigError
 
     errors: list[str] = []
     opts = uri = None
     try:
-        opts = Options.parse(launcher.options, key)
+        opts = Options.parse(launcher.options)
     except ConfigError as e:
         errors += e.errors
     try:
@@ -227,7 +211,7 @@ def _tracking_uri(config: DictConfig) -> str | None:
 
 
 # ---------------------------------------------------------------- the workspace
-def connect(opts: Options, key: Callable[[str], str]) -> tuple[Any, dict[str, Any]]:
+def connect(opts: Options) -> tuple[Any, dict[str, Any]]:
     """Check credentials, runtime, node types, cluster and volume; return the client and what the checks
     learnt. Every problem is a ConfigError, raised before anything is submitted."""
     from databricks.sdk import WorkspaceClient
@@ -235,26 +219,26 @@ def connect(opts: Options, key: Callable[[str], str]) -> tuple[Any, dict[str, An
 
     from sweeps.errors import ConfigError
 
-    quick = client_for(opts.profile, key, CHECK_RETRY_S, CHECK_HTTP_TIMEOUT_S)
+    quick = client_for(opts.profile, CHECK_RETRY_S, CHECK_HTTP_TIMEOUT_S)
     host = quick.config.host
     try:
         user = quick.current_user.me()
     except Exception as e:
-        raise ConfigError(connection_problem(e, host, key)) from None
+        raise ConfigError(connection_problem(e, host)) from None
     errors: list[str] = []
     facts: dict[str, Any] = {"host": host, "user": user.user_name}
     try:
-        errors += _check_compute(quick, opts, key, facts)
-        errors += _check_volume(quick, opts, key)
+        errors += _check_compute(quick, opts, facts)
+        errors += _check_volume(quick, opts)
     except Exception as e:
-        errors.append(connection_problem(e, host, key))
+        errors.append(connection_problem(e, host))
     if errors:
         raise ConfigError(*errors)
     client = WorkspaceClient(config=Config(profile=opts.profile))
     return client, facts
 
 
-def client_for(profile: str | None, key: Callable[[str], str], retry_s: float, http_timeout_s: float) -> Any:
+def client_for(profile: str | None, retry_s: float, http_timeout_s: float) -> Any:
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.core import Config
 
@@ -275,7 +259,7 @@ def client_for(profile: str | None, key: Callable[[str], str], retry_s: float, h
         ) from None
 
 
-def connection_problem(error: Exception, host: str, key: Callable[[str], str]) -> str:
+def connection_problem(error: Exception, host: str) -> str:
     from databricks.sdk.errors import DatabricksError, PermissionDenied, Unauthenticated
 
     from sweeps.secrets import mask_text
@@ -296,7 +280,7 @@ def connection_problem(error: Exception, host: str, key: Callable[[str], str]) -
     )
 
 
-def _check_compute(client: Any, opts: Options, key: Callable[[str], str], facts: dict[str, Any]) -> list[str]:
+def _check_compute(client: Any, opts: Options, facts: dict[str, Any]) -> list[str]:
     from databricks.sdk.errors import InvalidParameterValue, NotFound
 
     errors: list[str] = []
@@ -350,7 +334,7 @@ def _check_compute(client: Any, opts: Options, key: Callable[[str], str], facts:
     return errors
 
 
-def _check_volume(client: Any, opts: Options, key: Callable[[str], str]) -> list[str]:
+def _check_volume(client: Any, opts: Options) -> list[str]:
     from databricks.sdk.errors import NotFound, PermissionDenied
 
     root = volume_root(opts.upload_dir)

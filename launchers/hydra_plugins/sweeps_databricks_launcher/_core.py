@@ -24,7 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import DictConfig, open_dict
 
 from . import _wheel
-from ._checks import CHECK_HTTP_TIMEOUT_S, KeyNames, checked, client_for, connect
+from ._checks import CHECK_HTTP_TIMEOUT_S, checked, client_for, connect
 from ._payload import dump_config, dump_setup
 from ._volume import Volume
 from .databricks_launcher import DatabricksLauncher
@@ -145,10 +145,9 @@ class Session:
         assert launcher.task_function is not None
         self.launcher = launcher
         self.config = launcher.config
-        self.key = KeyNames(launcher.config)
-        self.opts, self.tracking_uri = checked(launcher, self.key)
-        self.client, self.facts = connect(self.opts, self.key)
-        self.canceller = client_for(self.opts.profile, self.key, CANCEL_RETRY_S, CHECK_HTTP_TIMEOUT_S)
+        self.opts, self.tracking_uri = checked(launcher)
+        self.client, self.facts = connect(self.opts)
+        self.canceller = client_for(self.opts.profile, CANCEL_RETRY_S, CHECK_HTTP_TIMEOUT_S)
         self.volume = Volume(self.client)
         self.id = uuid.uuid4().hex
         self.handles: list[RunHandle] = []

@@ -91,10 +91,3 @@ def dump_config(config: DictConfig) -> str:
         if value is not None:
             OmegaConf.update(plain, key, str(value), merge=False)
     return OmegaConf.to_yaml(plain)
-
-
-def load_config(text: str) -> DictConfig:
-    """The job's config from dump_config, its `hydra` node typed as Hydra expects."""
-    from sweeps.config import load_job_config
-
-    return load_job_config(text)

@@ -23,9 +23,10 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from sweeps.compose import load_job_config
 from sweeps.launching import failure_text, pickled_result
 
-from ._payload import load_config, load_setup
+from ._payload import load_setup
 from ._volume import Volume
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def main(argv: list[str]) -> int:
     volume = Volume.on_cluster(args.job)
     job = json.loads(_read(volume, args.job))
     task_function = load_setup(_read(volume, job["setup"]))
-    config = load_config(_read(volume, job["config"]).decode())
+    config = load_job_config(_read(volume, job["config"]).decode())
     os.environ.update(job["env"])
     os.environ["SWEEPS_DATABRICKS_RUN_ID"] = args.run_id
     scratch = Path(tempfile.mkdtemp(prefix="sweeps_trial_"))
@@ -184,7 +185,7 @@ def rank_main(
     volume = Volume.on_cluster(setup_path)
     task_function = load_setup(_read(volume, setup_path))
     if hydra_yaml is not None:
-        HydraConfig.instance().set_config(load_config(hydra_yaml))
+        HydraConfig.instance().set_config(load_job_config(hydra_yaml))
     mirror = None
     if int(os.environ.get("RANK", "0")) == 0:
         mirror = Mirror(volume, Path(tempfile.mkdtemp(prefix="sweeps_rank0_")) / "progress.jsonl", progress, interval)
@@ -193,7 +194,7 @@ def rank_main(
     else:
         os.environ.pop("SWEEPS_PROGRESS_FILE", None)
     try:
-        return task_function(load_config(task_yaml))
+        return task_function(load_job_config(task_yaml))
     finally:
         if mirror is not None:
             mirror.stop()

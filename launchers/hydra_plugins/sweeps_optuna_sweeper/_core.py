@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from sweeps.errors import ConfigError, exit_on_config_error, mark_started
 
 from . import _search_space, _study
-from ._options import KeyNames, Options, plain
+from ._options import Options, key, plain
 from ._progress import ProgressReader
 from .optuna_sweeper import SweepsOptunaSweeper
 
@@ -78,7 +78,6 @@ class Driver:
         self.config = sweeper.config
         self.hydra_context = sweeper.hydra_context
         self.task_function = sweeper.task_function
-        self.key = KeyNames(self.config)
         self.raw_options = sweeper.options
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         self.counts = Counts()
@@ -92,10 +91,9 @@ class Driver:
 
     # ---------------------------------------------------------------- checks, before any trial
     def prepare(self, arguments: list[str]) -> None:
-        key = self.key
         errors = []
         try:
-            self.opts = Options.parse(self.raw_options, key)
+            self.opts = Options.parse(self.raw_options)
         except ConfigError as e:
             errors += e.errors
         params = plain(self.raw_options.get("params")) or {}
@@ -163,7 +161,7 @@ class Driver:
             return get_method(path)
         except Exception as e:
             raise ConfigError(
-                f"{self.key(option)}={path}: cannot import this function ({_search_space.first_line(e)}); "
+                f"{key(option)}={path}: cannot import this function ({_search_space.first_line(e)}); "
                 "give a dotted path module.function"
             ) from e
 
@@ -277,7 +275,7 @@ class Driver:
         if self.failure_limit_hit:
             raise RuntimeError(
                 f"sweep stopped: {self.counts.failed} of {opts.n_trials} trials failed, more than "
-                f"{self.key('max_failure_rate')}={opts.max_failure_rate}; last error: {self.counts.last_error}"
+                f"{key('max_failure_rate')}={opts.max_failure_rate}; last error: {self.counts.last_error}"
             )
         if self.finish is not None and self.task_cfg is not None and results.get("best_trial") is not None:
             with exit_on_config_error():
@@ -514,7 +512,7 @@ class Driver:
         if isinstance(value, Mapping):
             if not self.opts.metric:
                 raise ValueError(
-                    f"the job returned a dict ({sorted(value)}); set {self.key('metric')} to the key(s) to optimise"
+                    f"the job returned a dict ({sorted(value)}); set {key('metric')} to the key(s) to optimise"
                 )
             missing = [m for m in self.opts.metric if m not in value]
             if missing:

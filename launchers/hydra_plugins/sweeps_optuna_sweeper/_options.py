@@ -1,8 +1,7 @@
-"""The sweeper's options, checked, and the names users know them by."""
+"""The sweeper's options (config.py defines each, with its default), checked."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +12,6 @@ from sweeps.errors import ConfigError
 
 from . import _study
 
-SAMPLER_DEFAULTS: dict[str, Any] = {"name": "tpe", "seed": None, "kwargs": {}}
-
 
 def plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
@@ -22,31 +19,9 @@ def plain(value: Any) -> Any:
     return value
 
 
-class KeyNames:
-    """Names sweeper options as the user sets them: `sweep.pruner` when hydra.sweeper.pruner.name is
-    `${sweep.pruner}`, else `hydra.sweeper.pruner.name`."""
-
-    INTERPOLATION = re.compile(r"\$\{([\w.\-]+)\}")
-
-    def __init__(self, config: DictConfig) -> None:
-        self.config = config
-
-    def __call__(self, path: str) -> str:
-        shown = "hydra.sweeper"
-        node: Any = self.config.hydra.sweeper
-        parts = path.split(".")
-        for i, part in enumerate(parts):
-            child = node._get_node(part) if isinstance(node, DictConfig) and part in node else None
-            if child is None:
-                return ".".join([shown, *parts[i:]])
-            match = self.INTERPOLATION.fullmatch(str(child._value())) if child._is_interpolation() else None
-            if match:
-                shown = match.group(1)
-                node = OmegaConf.select(self.config, shown, default=None)
-            else:
-                shown = f"{shown}.{part}"
-                node = child
-        return shown
+def key(path: str) -> str:
+    """A sweeper option as users set it."""
+    return f"hydra.sweeper.{path}"
 
 
 @dataclass
@@ -70,20 +45,20 @@ class Options:
     poll_interval: float
 
     @classmethod
-    def parse(cls, raw: Mapping[str, Any], key: KeyNames) -> Options:
+    def parse(cls, raw: Mapping[str, Any]) -> Options:
         o = {k: plain(v) for k, v in raw.items()}
         errors = []
-        sampler = {**SAMPLER_DEFAULTS, **(o.get("sampler") or {})}
+        sampler = o["sampler"]
         if sampler["name"] not in _study.SAMPLERS:
             errors.append(
                 f"{key('sampler.name')}={sampler['name']}: unknown sampler; choose one of {', '.join(_study.SAMPLERS)}"
             )
-        pruner = dict(o.get("pruner") or {"name": "median"})
-        if pruner.get("name") not in _study.PRUNERS:
+        pruner = o["pruner"]
+        if pruner["name"] not in _study.PRUNERS:
             errors.append(
-                f"{key('pruner.name')}={pruner.get('name')}: unknown pruner; choose one of {', '.join(_study.PRUNERS)}"
+                f"{key('pruner.name')}={pruner['name']}: unknown pruner; choose one of {', '.join(_study.PRUNERS)}"
             )
-        direction = o.get("direction", "minimize")
+        direction = o["direction"]
         directions = [str(d) for d in (direction if isinstance(direction, list) else [direction])]
         bad = [d for d in directions if d not in _study.DIRECTIONS]
         if bad or not directions:
@@ -91,29 +66,29 @@ class Options:
                 f"{key('direction')}={direction}: each direction is minimize or maximize "
                 "(a list of them for several objectives)"
             )
-        metric = o.get("metric")
+        metric = o["metric"]
         metrics = None if metric is None else [str(m) for m in (metric if isinstance(metric, list) else [metric])]
         if metrics is not None and len(metrics) != len(directions):
             errors.append(
                 f"{key('direction')}={direction}: {len(directions)} direction(s) for {len(metrics)} objective(s) "
                 f"({key('metric')}={metric}); give one direction per objective"
             )
-        n_trials = o.get("n_trials", 20)
+        n_trials = o["n_trials"]
         if not isinstance(n_trials, int) or n_trials < 1:
             errors.append(f"{key('n_trials')}={n_trials}: must be a whole number of 1 or more")
-        workers = o.get("workers", 1)
+        workers = o["workers"]
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             errors.append(f"{key('workers')}={workers}: must be 1 or more (or null: the launcher's slots)")
-        rate = o.get("max_failure_rate", 0.25)
+        rate = o["max_failure_rate"]
         if not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
             errors.append(f"{key('max_failure_rate')}={rate}: must be a fraction between 0 and 1")
-        timeout = o.get("timeout")
+        timeout = o["timeout"]
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
             errors.append(f"{key('timeout')}={timeout}: must be a number of seconds above 0 (or null)")
-        poll = o.get("poll_interval", 0.5)
+        poll = o["poll_interval"]
         if not isinstance(poll, (int, float)) or poll <= 0:
             errors.append(f"{key('poll_interval')}={poll}: must be a number of seconds above 0")
-        params = o.get("params") or {}
+        params = o["params"] or {}
         if not isinstance(params, dict):
             errors.append(f"{key('params')}: must be a mapping key -> search-space expression")
         if errors:
@@ -123,15 +98,15 @@ class Options:
             pruner=pruner,
             directions=directions,
             metric=metrics,
-            study_name=o.get("study_name"),
-            storage=o.get("storage"),
+            study_name=o["study_name"],
+            storage=o["storage"],
             n_trials=n_trials,
             timeout=timeout,
             workers=workers,
             max_failure_rate=float(rate),
             params=params,
-            custom_search_space=o.get("custom_search_space"),
-            preflight=o.get("preflight"),
-            finish=o.get("finish"),
+            custom_search_space=o["custom_search_space"],
+            preflight=o["preflight"],
+            finish=o["finish"],
             poll_interval=float(poll),
         )

@@ -1,0 +1,79 @@
+"""Schemas of the `deploy` group (conf/deploy/): one per target; consumed by sweeps.deploy and its targets'
+modules (sweeps.deploy_azure, sweeps.deploy_local)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DeployConfig:
+    # none: keep the checkpoint and its MLflow model; azure_openai or local: see conf/deploy/<target>.yaml.
+    target: str = "none"
+
+
+@dataclass
+class EndpointConfig(DeployConfig):
+    """What every target that answers chat completions shares: how its eval set is sent."""
+
+    # System message of every example, in fine-tuning data and evaluation; {labels} lists the label words.
+    system_prompt: str = "Classify the sentiment of the movie review. Answer with one word: {labels}."
+    # Examples of the champion's eval split sent through the endpoint (null: all of them).
+    eval_size: int | None = None
+    # Requests in flight at once while evaluating.
+    eval_concurrency: int = 4
+    # Retries of a request the service throttles (429) or fails (5xx), with its Retry-After.
+    max_retries: int = 6
+
+
+@dataclass
+class AzureOpenAIDeployConfig(EndpointConfig):
+    target: str = "azure_openai"
+    # Names of the environment variables that hold the account's coordinates and key (never the values).
+    endpoint_env: str = "AZURE_OPENAI_ENDPOINT"
+    api_key_env: str = "AZURE_OPENAI_API_KEY"
+    subscription_env: str = "AZURE_SUBSCRIPTION_ID"
+    resource_group_env: str = "AZURE_RESOURCE_GROUP"
+    account_env: str = "AZURE_OPENAI_ACCOUNT"
+    # Data-plane API version (files, fine-tuning jobs, chat completions).
+    api_version: str = "2024-10-21"
+    # Azure Resource Manager, where the deployment is created (sovereign clouds have their own).
+    management_endpoint: str = "https://management.azure.com"
+    # Token for Resource Manager: default (DefaultAzureCredential: environment, workload or managed identity,
+    # az login, ...) or environment (EnvironmentCredential: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET).
+    credential: str = "default"
+    # false when AZURE_AUTHORITY_HOST is an authority Microsoft's instance discovery does not know (private clouds).
+    instance_discovery: bool = True
+    # The Azure OpenAI model that is fine-tuned: the service trains its own models, not the local checkpoint.
+    base_model: str = "gpt-4.1-mini-2025-04-14"
+    # Part of the fine-tuned model's name.
+    suffix: str = "sweeps"
+    # Fine-tuning hyperparameter -> the champion run's param it comes from; a number is used as is, null lets the
+    # service choose. learning_rate_multiplier is the param divided by lr_reference.
+    hyperparameters: dict[str, Any] = field(
+        default_factory=lambda: {"n_epochs": "epochs", "batch_size": "batch_size", "learning_rate_multiplier": "lr"}
+    )
+    lr_reference: float = 5e-5
+    # Seed of the fine-tuning job; null: the champion run's seed.
+    seed: int | None = None
+    # The deployment that serves the fine-tuned model; a new champion's model replaces the old one in it.
+    deployment_name: str = "sweeps-champion"
+    sku_name: str = "standard"
+    sku_capacity: int = 1
+    # Seconds between status reads; minutes to wait for the job before handing back (a rerun re-attaches).
+    poll_seconds: float = 30.0
+    wait_minutes: float = 720.0
+
+
+@dataclass
+class LocalDeployConfig(EndpointConfig):
+    target: str = "local"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # The model name clients send; null: registry.model_name.
+    served_model: str | None = None
+    # Name of an environment variable whose value clients must send as their API key; null: no key.
+    api_key_env: str | None = None
+    # Seconds a request may take.
+    timeout_s: float = 60.0
