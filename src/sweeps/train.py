@@ -9,17 +9,17 @@ import json
 import logging
 import math
 import os
-import signal
-import threading
 import time
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import compute, dataset, deploy, distributed, model, optimizer, tokenizer, tracking
+from sweeps import compute, dataset, deploy, distributed, model, optimizer, run_record, tokenizer, tracking
 from sweeps.errors import ConfigError
 from sweeps.schema import OBJECTIVES
+from sweeps.stopping import Pruned, StopSignals, pruned
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> float:
     if cfg.compute.processes > 1 and distributed.Ranks.from_env().world == 1:
         compute.resolve_device(cfg.compute)
         _prepare(cfg)  # bad data or tokenizer settings stop the run here, and the ranks find the caches full
-        return distributed.launch(_rank, (cfg, _hydra_config()), cfg.compute.processes)
+        return distributed.launch(_rank, (cfg, run_record.hydra_yaml()), cfg.compute.processes)
     ranks, device = distributed.join(compute.resolve_device(cfg.compute))
     try:
         return _train(cfg, ranks, device)
@@ -104,24 +104,52 @@ def _prepare(cfg: DictConfig):
 
 def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
     """`train` in this process: the only one, or one rank of several (rank 0 tracks, reports and saves)."""
-    import mlflow
-    import numpy as np
-    import torch
     from transformers import set_seed
 
-    from sweeps import metrics as scoring
-    from sweeps.loop import Evaluation, evaluate_classifier, evaluate_label_words, fit, training_step
-    from sweeps.tokens import label_word_ids, packed_batches, prefetch, train_batches
-
     set_seed(cfg.seed)
+    job = setup(cfg, ranks, device)  # every bad-input error surfaces here, before MLflow hears of the run
+    signals = StopSignals(ranks, device)
+    run = None
+    try:
+        run = run_record.start_run(cfg, job.splits, job.prep_seconds, job.out_dir, ranks.world) if ranks.main else None
+        with run_record.ending(run, job.evaluator.prune_file):
+            values = fit(cfg, job, ranks, device, signals)
+            if not ranks.main:
+                return float(values[cfg.objective])
+            final = job.evaluator.history[-1]["result"]
+            saved, model_uri = run_record.record(cfg, values, final, job.out_dir, job.net, job.tok, job.steps)
+    except Pruned as stop:  # the sweeper's decision, read between steps (in-process launchers)
+        log.info("pruned by the sweeper at step %d", stop.step)
+        return float(job.evaluator.history[-1]["values"][cfg.objective])
+    finally:
+        signals.restore()
+    run_record.summary(cfg, values, job.out_dir, saved, tracking.resolve_uri(cfg.tracking), run, model_uri)
+    return float(values[cfg.objective])
 
-    # Data, tokenizer and model: every bad-input error surfaces here, before MLflow hears of the run.
-    # Data preparation (reading, selecting, tokenising) is cached, so a sweep's later trials skip it;
-    # each machine's first process fills the caches before its others read them.
+
+@dataclass
+class Job:
+    """What `setup` builds for `fit`: data, tokenizer, model, optimizer, the step budget and the evaluator."""
+
+    splits: dataset.Splits
+    tok: Any
+    encodings: Any
+    prep_seconds: float
+    net: Any
+    opt: Any
+    sched: Any
+    steps: int
+    amp: Any
+    evaluator: Evaluator
+    out_dir: Path | None
+
+
+def setup(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> Job:
+    """Data, tokenizer and model, the optimizer and schedule for the run's steps, and its evaluator. Data
+    preparation (reading, selecting, tokenising) is cached, so a sweep's later trials skip it; each machine's
+    first process fills the caches before its others read them."""
     with distributed.local_first(ranks):
         splits, tok, encodings, prep_seconds = _prepare(cfg)
-    causal_lm = cfg.model.task == "causal_lm"
-    n_classes = len(cfg.dataset.label_names)
     net = model.build_model(cfg.model, list(cfg.dataset.label_names), tok.pad_token_id, len(tok)).to(device)
     log.info(
         "data: %d train / %d eval examples from %s (fingerprint %s, tokens %s)%s",
@@ -132,258 +160,124 @@ def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
         "from cache" if encodings.cached else "encoded",
         f"; {ranks.world} processes" if ranks.world > 1 else "",
     )
-
-    packed = causal_lm and cfg.packing
     per_step = cfg.batch_size * cfg.grad_accum_steps * ranks.world
-    if packed:  # rows of max_length tokens, several documents each
+    if cfg.model.task == "causal_lm" and cfg.packing:  # rows of max_length tokens, several documents each
         steps_per_epoch = math.ceil(int(encodings.train.lengths.sum()) / (cfg.tokenizer.max_length * per_step))
     else:
         steps_per_epoch = math.ceil(len(encodings.train) / per_step)
     steps = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     opt, sched = optimizer.build_optimizer(cfg.optimizer, net, steps, device)
     amp = compute.autocast(cfg.compute, device)
-    answers = label_word_ids(tok, list(cfg.dataset.label_names))
-    out_dir = _output_dir() if ranks.main else None
-    # Set by the sweeper: where this trial reports its objective, and the file whose presence prunes it.
-    progress_file = os.environ.get("SWEEPS_PROGRESS_FILE") if ranks.main else None
-    prune_file = os.environ.get("SWEEPS_PRUNE_FILE")
-    shard = np.arange(ranks.rank, len(encodings.eval), ranks.world)  # this rank's eval examples
-    evals = encodings.eval if ranks.world == 1 else encodings.eval.subset(shard)
+    evaluator = Evaluator(cfg, net, tok, encodings.eval, ranks, device, amp)
+    out_dir = run_record.output_dir() if ranks.main else None
+    return Job(splits, tok, encodings, prep_seconds, net, opt, sched, steps, amp, evaluator, out_dir)
 
-    def evaluate() -> tuple:
-        if causal_lm:
-            result = evaluate_label_words(net, evals, answers, cfg.eval_batch_size, tok.pad_token_id, device, amp)
-        else:
-            result = evaluate_classifier(net, evals, cfg.eval_batch_size, tok.pad_token_id, device, amp)
-        result = Evaluation.merge(distributed.gather((shard, result), ranks))
-        values = scoring.scores(result.y_true, result.y_pred, n_classes)
-        values["eval_loss"] = result.loss
-        if causal_lm:
-            values["perplexity"] = float(math.exp(min(result.loss, 50)))
-        return result, values
 
-    history: list[dict] = []
+def fit(cfg: DictConfig, job: Job, ranks: distributed.Ranks, device: str, signals: StopSignals) -> dict[str, float]:
+    """Train for the job's steps, evaluating every `eval_every`; the final metrics with the run's throughput."""
+    import mlflow
+    import torch
 
-    def on_eval(step: int) -> None:
-        result, values = evaluate()
-        history.append({"step": step, "result": result, "values": values})
-        if ranks.main:
-            mlflow.log_metrics({f"eval_{k}": v for k, v in values.items()}, step=step)
-            log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-        if progress_file:
-            with open(progress_file, "a") as fh:
-                fh.write(json.dumps({"step": step, "value": values[cfg.objective]}) + "\n")
-        if distributed.from_main(_pruned(prune_file), ranks):
-            raise Pruned(step)
+    from sweeps import metrics as scoring
+    from sweeps.loop import fit as fit_loop
+    from sweeps.loop import training_step
+    from sweeps.tokens import packed_batches, prefetch, train_batches
+
+    causal_lm = cfg.model.task == "causal_lm"
+    shares = (ranks.rank, ranks.world)
+    train = job.encodings.train
+    if causal_lm and cfg.packing:
+        batches = packed_batches(
+            train, cfg.tokenizer.max_length, cfg.batch_size, job.tok.pad_token_id, cfg.seed, shares
+        )
+    else:
+        multiple = 64 if cfg.compute.compile else 1
+        batches = train_batches(train, cfg.batch_size, job.tok.pad_token_id, causal_lm, cfg.seed, multiple, shares)
+    step_loss = distributed.parallel(
+        training_step(compute.compiled(cfg.compute, job.net, causal_lm), causal_lm), ranks, device
+    )
 
     def on_log(step: int, loss: float, rate: float, tokens_per_s: float) -> None:
         if ranks.main:
             mlflow.log_metrics({"loss": loss, "learning_rate": rate, "tokens_per_s": tokens_per_s}, step=step)
 
-    signals = _StopSignals(ranks, device)
-    run = None
-    try:
-        run = _start_run(cfg, splits, prep_seconds, out_dir, ranks.world) if ranks.main else None
-        shares = (ranks.rank, ranks.world)
-        if packed:
-            batches = packed_batches(
-                encodings.train, cfg.tokenizer.max_length, cfg.batch_size, tok.pad_token_id, cfg.seed, shares
+    fitted = fit_loop(
+        step_loss,
+        prefetch(batches, device),
+        job.opt,
+        job.sched,
+        steps=job.steps,
+        grad_accum=cfg.grad_accum_steps,
+        max_grad_norm=cfg.optimizer.max_grad_norm,
+        autocast=job.amp,
+        on_log=on_log,
+        on_eval=job.evaluator.on_eval,
+        eval_every=cfg.eval_every,
+        log_every=cfg.log_every,
+        device_sync=torch.cuda.synchronize if device.startswith("cuda") else None,
+        ranks=ranks,
+        device=device,
+        stop=signals.stopped,
+    )
+    values = dict(job.evaluator.history[-1]["values"])
+    values["majority_baseline"] = scoring.majority_baseline(train.labels, job.encodings.eval.labels)
+    values["train_seconds"] = fitted.seconds
+    values["train_tokens_per_s"] = fitted.tokens / fitted.seconds
+    values["padding_fraction"] = 1 - fitted.tokens / max(1, fitted.padded_tokens)
+    values["first_step_seconds"] = fitted.first_step_seconds
+    return values
+
+
+class Evaluator:
+    """Scores the eval set at a step (this rank's shard, gathered from all), logs the metrics, reports the objective
+    to the sweeper and stops the run when the sweeper pruned it."""
+
+    def __init__(self, cfg: DictConfig, net, tok, evals, ranks: distributed.Ranks, device: str, amp) -> None:
+        import numpy as np
+
+        from sweeps.tokens import label_word_ids
+
+        self.cfg, self.net, self.tok, self.ranks, self.device, self.amp = cfg, net, tok, ranks, device, amp
+        self.causal_lm = cfg.model.task == "causal_lm"
+        self.answers = label_word_ids(tok, list(cfg.dataset.label_names))
+        self.shard = np.arange(ranks.rank, len(evals), ranks.world)  # this rank's eval examples
+        self.evals = evals if ranks.world == 1 else evals.subset(self.shard)
+        # Set by the sweeper: where this trial reports its objective, and the file whose presence prunes it.
+        self.progress_file = os.environ.get("SWEEPS_PROGRESS_FILE") if ranks.main else None
+        self.prune_file = os.environ.get("SWEEPS_PRUNE_FILE")
+        self.history: list[dict] = []
+
+    def evaluate(self) -> tuple[Any, dict[str, float]]:
+        from sweeps import metrics as scoring
+        from sweeps.loop import Evaluation, evaluate_classifier, evaluate_label_words
+
+        cfg, pad = self.cfg, self.tok.pad_token_id
+        if self.causal_lm:
+            result = evaluate_label_words(
+                self.net, self.evals, self.answers, cfg.eval_batch_size, pad, self.device, self.amp
             )
         else:
-            multiple = 64 if cfg.compute.compile else 1
-            batches = train_batches(
-                encodings.train, cfg.batch_size, tok.pad_token_id, causal_lm, cfg.seed, multiple, shares
-            )
-        step_loss = distributed.parallel(
-            training_step(compute.compiled(cfg.compute, net, causal_lm), causal_lm), ranks, device
-        )
-        fitted = fit(
-            step_loss,
-            prefetch(batches, device),
-            opt,
-            sched,
-            steps=steps,
-            grad_accum=cfg.grad_accum_steps,
-            max_grad_norm=cfg.optimizer.max_grad_norm,
-            autocast=amp,
-            on_log=on_log,
-            on_eval=on_eval,
-            eval_every=cfg.eval_every,
-            log_every=cfg.log_every,
-            device_sync=torch.cuda.synchronize if device.startswith("cuda") else None,
-            ranks=ranks,
-            device=device,
-            stop=signals.stopped,
-        )
-        final = history[-1]
-        values = dict(final["values"])
-        values["majority_baseline"] = scoring.majority_baseline(encodings.train.labels, encodings.eval.labels)
-        values["train_seconds"] = fitted.seconds
-        values["train_tokens_per_s"] = fitted.tokens / fitted.seconds
-        values["padding_fraction"] = 1 - fitted.tokens / max(1, fitted.padded_tokens)
-        values["first_step_seconds"] = fitted.first_step_seconds
-        if not ranks.main:
-            return float(values[cfg.objective])
-        mlflow.log_metrics(values, step=steps)
-        (out_dir / "metrics.json").write_text(json.dumps(values, indent=2))
-        mlflow.log_artifact(str(out_dir / "metrics.json"))
-        png = scoring.confusion_png(
-            final["result"].y_true,
-            final["result"].y_pred,
-            list(cfg.dataset.label_names),
-            out_dir / "confusion_matrix.png",
-        )
-        mlflow.log_artifact(str(png))
-        checkpoint = out_dir / "checkpoint"
-        if cfg.save_checkpoint:
-            net.save_pretrained(checkpoint)
-            tok.save_pretrained(checkpoint)
-        model_uri = tracking.log_model(net, tok, cfg.model.task) if cfg.tracking.log_model else None
-        if model_uri:
-            mlflow.set_tag("model_uri", model_uri)
-        mlflow.end_run()
-    except Pruned as stop:  # the sweeper's decision, read between steps (in-process launchers)
-        if run is not None:
-            mlflow.set_tag("sweeps.state", "pruned")
-            mlflow.end_run("KILLED")
-        log.info("pruned by the sweeper at step %d", stop.step)
-        return float(history[-1]["values"][cfg.objective])
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a launcher that pruned or cancelled the trial
-        if run is not None:
-            if _pruned(prune_file):
-                mlflow.set_tag("sweeps.state", "pruned")
-            mlflow.end_run("KILLED")
-        raise
-    except BaseException:
-        if run is not None:
-            mlflow.end_run("FAILED")
-        raise
-    finally:
-        signals.restore()
-    saved = checkpoint if cfg.save_checkpoint else None
-    _summary(cfg, values, out_dir, saved, tracking.resolve_uri(cfg.tracking), run, model_uri)
-    return float(values[cfg.objective])
+            result = evaluate_classifier(self.net, self.evals, cfg.eval_batch_size, pad, self.device, self.amp)
+        result = Evaluation.merge(distributed.gather((self.shard, result), self.ranks))
+        values = scoring.scores(result.y_true, result.y_pred, len(cfg.dataset.label_names))
+        values["eval_loss"] = result.loss
+        if self.causal_lm:
+            values["perplexity"] = float(math.exp(min(result.loss, 50)))
+        return result, values
 
+    def on_eval(self, step: int) -> None:
+        import mlflow
 
-def _start_run(cfg: DictConfig, splits, prep_seconds: float, out_dir: Path, world: int):
-    """The run's MLflow run, started with its tags, config, datasets and data-preparation time."""
-    import mlflow
-
-    tracking.use(cfg.tracking)
-    tags = {
-        **tracking.provenance_tags(),
-        **tracking.sweep_tags(),
-        "seed": str(cfg.seed),
-        "dataset.fingerprint": splits.fingerprint,
-        "dataset.eval_fingerprint": splits.eval_fingerprint,
-        "dataset.source": splits.source,
-        "model.task": cfg.model.task,
-        "processes": str(world),  # data-parallel processes that trained the run
-    }
-    run = mlflow.start_run(run_name=tracking.run_name(out_dir.name), tags=tags)
-    try:
-        tracking.log_config(cfg, _overrides())
-        name = cfg.dataset.name or "files"
-        tracking.log_dataset(splits.train, splits.source, f"{name}-train", "training", splits.fingerprint)
-        tracking.log_dataset(splits.eval, splits.source, f"{name}-eval", "evaluation", splits.eval_fingerprint)
-        mlflow.log_metrics({"data_prep_seconds": prep_seconds, "train_examples": len(splits.train)})
-    except BaseException as exc:
-        mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
-    return run
-
-
-class Pruned(Exception):
-    """The sweeper pruned this trial at `step`."""
-
-    def __init__(self, step: int) -> None:
-        super().__init__(f"pruned at step {step}")
-        self.step = step
-
-
-def _pruned(prune_file: str | None) -> bool:
-    return bool(prune_file) and os.path.exists(prune_file)
-
-
-class _StopSignals:
-    """SIGTERM (a launcher pruning or cancelling the trial) stops the run as Ctrl-C does. One process stops at
-    once (KeyboardInterrupt); several ranks stop together at the next step (SIGINT too), so that none is left
-    waiting in a collective for a rank that has gone."""
-
-    def __init__(self, ranks: distributed.Ranks, device: str) -> None:
-        self.ranks, self.device = ranks, device
-        self.received: int | None = None
-        self.previous: dict[int, object] = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT) if ranks.world > 1 else (signal.SIGTERM,):
-                self.previous[signum] = signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        if self.ranks.world == 1:
-            raise KeyboardInterrupt(f"signal {signum}")
-        self.received = signum
-
-    def stopped(self) -> bool:
-        """Whether any rank received a stop signal (every rank calls it at the same step)."""
-        return self.ranks.world > 1 and distributed.any_rank(self.received is not None, self.ranks, self.device)
-
-    def restore(self) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
-def _output_dir() -> Path:
-    """The Hydra run dir, or a fresh one under outputs/runs when train() is called directly."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        path = Path(HydraConfig.get().runtime.output_dir)
-    else:
-        path = tracking.outputs_dir() / "runs" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _hydra_config() -> str | None:
-    from hydra.core.hydra_config import HydraConfig
-
-    return OmegaConf.to_yaml(HydraConfig.instance().cfg) if HydraConfig.initialized() else None
-
-
-def _overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def _summary(cfg, values: dict, out_dir: Path, checkpoint: Path | None, uri: str, run, model_uri) -> None:
-    """A short table of the run's metrics and where its artifacts are."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"run {run.info.run_id[:8]} · {cfg.model.name} ({cfg.model.init}, {cfg.model.task})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in (
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "eval_loss",
-        "perplexity",
-        "majority_baseline",
-        "train_tokens_per_s",
-        "train_seconds",
-    ):
-        if key in values:
-            table.add_row(key, f"{values[key]:.4f}" if abs(values[key]) < 1000 else f"{values[key]:,.0f}")
-    console = Console(stderr=False)
-    console.print(table)
-    console.print(f"run dir     {out_dir}")
-    if checkpoint:
-        console.print(f"checkpoint  {checkpoint}")
-    console.print(f"mlflow      {uri}  run {run.info.run_id}" + (f"  model {model_uri}" if model_uri else ""))
-    console.print("browse      python -m sweeps ui")
+        result, values = self.evaluate()
+        self.history.append({"step": step, "result": result, "values": values})
+        if self.ranks.main:
+            mlflow.log_metrics({f"eval_{k}": v for k, v in values.items()}, step=step)
+            log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        if self.progress_file:
+            with open(self.progress_file, "a") as fh:
+                fh.write(json.dumps({"step": step, "value": values[self.cfg.objective]}) + "\n")
+        if distributed.from_main(pruned(self.prune_file), self.ranks):
+            raise Pruned(step)
 
 
 if __name__ == "__main__":  # pragma: no cover
