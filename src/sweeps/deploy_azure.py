@@ -19,19 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from sweeps.deploy import (
-    AzureOpenAIDeployConfig,
-    Champion,
-    DeployError,
-    EvalSet,
-    chat_eval,
-    comparison,
-    load_champion,
-    load_data,
-    log_eval,
-    system_message,
-)
+from sweeps.champion import Champion, EvalSet, chat_eval, comparison, load_champion, load_data, log_eval, system_message
+from sweeps.deploy import DeployError
 from sweeps.errors import ConfigError
+from sweeps.schema.deploy import AzureOpenAIDeployConfig
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from sweeps.deploy import Champion, LocalDeployConfig, chat_eval, comparison, load_champion, load_data, log_eval
+from sweeps.champion import Champion, chat_eval, comparison, load_champion, load_data, log_eval
 from sweeps.errors import ConfigError
+from sweeps.schema.deploy import LocalDeployConfig
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
