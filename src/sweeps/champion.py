@@ -49,14 +49,14 @@ class EvalSet:
 
 def load_champion(cfg: DictConfig) -> Champion:
     """The champion and its run's resolved config; no champion is bad input."""
-    from sweeps import promote, tracking
+    from sweeps import registry, tracking
 
     uri = tracking.resolve_uri(cfg.tracking)
-    errors = promote.problems(cfg.registry, uri) or tracking.problems(cfg.tracking)
+    errors = registry.problems(cfg.registry, uri) or tracking.problems(cfg.tracking)
     if errors:
         raise ConfigError(*errors)
-    client = promote.client(cfg)
-    version = promote.champion(client, cfg.registry)
+    client = registry.client(cfg)
+    version = registry.champion(client, cfg.registry)
     if version is None:
         raise ConfigError(
             f"registry.model_name={cfg.registry.model_name}: no version has the '{cfg.registry.champion_alias}' alias "

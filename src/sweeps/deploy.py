@@ -27,7 +27,7 @@ from sweeps.errors import EXIT_BAD_INPUT, ConfigError, report
 from sweeps.schema.deploy import AzureOpenAIDeployConfig, DeployConfig, LocalDeployConfig
 
 if TYPE_CHECKING:
-    from sweeps.promote import Promotion
+    from sweeps.registry import Promotion
 
 TARGETS = ("none", "azure_openai", "local")
 ACTIONS = ("run", "test", "delete", "cancel")

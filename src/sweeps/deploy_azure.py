@@ -549,7 +549,7 @@ def _deploy(
 
 def run(cfg: DictConfig, restart: bool = False) -> int:
     """Fine-tune, deploy and evaluate the champion's recipe on Azure OpenAI, re-attaching to what exists."""
-    from sweeps import promote, tracking
+    from sweeps import registry, tracking
 
     d = cfg.deploy
     account = _account(d)
@@ -562,7 +562,7 @@ def run(cfg: DictConfig, restart: bool = False) -> int:
 
     spec = _spec(d, champion, hyper, evals, account)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    mlflow_client = promote.client(cfg)
+    mlflow_client = registry.client(cfg)
     deploy_run, resumed = _deploy_run(mlflow_client, champion, spec, key, d)
     run_id = deploy_run.info.run_id
     print(f"{'resumed' if resumed else 'started'} MLflow run {run_id} for job spec {key}", flush=True)
@@ -627,7 +627,7 @@ def _evaluate(client: AzureOpenAI, cfg: AzureOpenAIDeployConfig, evals: EvalSet)
 
 def test(cfg: DictConfig, restart: bool = False) -> int:  # noqa: ARG001
     """Run the eval set through the deployment again; log the metrics as a new run beside the local ones."""
-    from sweeps import promote
+    from sweeps import registry
 
     d = cfg.deploy
     account = _account(d, management=False)
@@ -636,7 +636,7 @@ def test(cfg: DictConfig, restart: bool = False) -> int:  # noqa: ARG001
     client = _openai(d, account)
     _check_data_plane(d, client, account, base_model=False)
     result = _evaluate(client, d, evals)
-    mlflow_client = promote.client(cfg)
+    mlflow_client = registry.client(cfg)
     tags = {
         "sweeps.kind": "deploy",
         "deploy.target": "azure_openai",
@@ -679,9 +679,9 @@ def delete(cfg: DictConfig, restart: bool = False) -> int:  # noqa: ARG001
 
 
 def _mark_deleted(cfg: DictConfig, name: str) -> None:
-    from sweeps import promote
+    from sweeps import registry
 
-    mlflow_client = promote.client(cfg)
+    mlflow_client = registry.client(cfg)
     experiment = mlflow_client.get_experiment_by_name(cfg.tracking.experiment)
     if experiment is None:
         return
@@ -694,13 +694,13 @@ def cancel(cfg: DictConfig, restart: bool = False) -> int:  # noqa: ARG001
     """Cancel the fine-tuning jobs recorded in MLflow that are still running."""
     import openai
 
-    from sweeps import promote
+    from sweeps import registry
 
     d = cfg.deploy
     account = _account(d, management=False)
     client = _openai(d, account)
     _check_data_plane(d, client, account, base_model=False)
-    mlflow_client = promote.client(cfg)
+    mlflow_client = registry.client(cfg)
     experiment = mlflow_client.get_experiment_by_name(cfg.tracking.experiment)
     runs = []
     if experiment is not None:
