@@ -9,8 +9,8 @@ python -m sweeps deploy deploy=local                 serve the champion on local
 python -m sweeps deploy test deploy=local            run the eval set through it with the openai client
 
 This module checks the group's values and environment and dispatches the actions to the target's module; the
-schemas live in sweeps.schema.deploy, deploy_azure.py and deploy_local.py do the work, and sweeps.champion holds
-what they share (the champion, its eval set, scoring a chat endpoint).
+schemas live in sweeps.schema.deploy, the sweeps.azure_openai package and deploy_local.py do the work, and
+sweeps.champion holds what they share (the champion, its eval set, scoring a chat endpoint).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 TARGETS = ("none", "azure_openai", "local")
 ACTIONS = ("run", "test", "delete", "cancel")
 # target -> the module that does its work (each has run, test, delete and cancel)
-CONSUMERS = {"azure_openai": "sweeps.deploy_azure", "local": "sweeps.deploy_local"}
+CONSUMERS = {"azure_openai": "sweeps.azure_openai.actions", "local": "sweeps.deploy_local"}
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 CREDENTIALS = ("default", "environment")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -117,7 +117,7 @@ def _local_problems(cfg: LocalDeployConfig) -> list[str]:
 def environment_problems(cfg: DeployConfig) -> list[str]:
     """Environment variables the target needs that are not set (a sweep checks them before its first trial)."""
     if cfg.target == "azure_openai":
-        from sweeps.deploy_azure import missing_environment
+        from sweeps.azure_openai.account import missing_environment
 
         return missing_environment(cfg, data_plane=True, management=True)
     if cfg.target == "local" and cfg.api_key_env:
@@ -136,9 +136,9 @@ def after_sweep(cfg: DictConfig, study: str) -> Promotion | None:
     promotion = promote_best(cfg, sweep=study)
     print(promotion.message, flush=True)
     if cfg.deploy.target == "azure_openai":
-        from sweeps import deploy_azure
+        from sweeps.azure_openai import actions
 
-        deploy_azure.run(cfg)
+        actions.run(cfg)
     else:
         print("serve the champion with: python -m sweeps deploy deploy=local", flush=True)
     return promotion
