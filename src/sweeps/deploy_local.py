@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from sweeps.deploy import Champion, LocalDeployConfig, chat_eval, comparison, load_champion, load_data, log_eval
+from sweeps.champion import Champion, chat_eval, comparison, load_champion, load_data, log_eval
 from sweeps.errors import ConfigError
+from sweeps.schema.deploy import LocalDeployConfig
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -192,7 +193,7 @@ def run(cfg: DictConfig, restart: bool = False) -> int:  # noqa: ARG001
     """Serve the champion until interrupted."""
     import uvicorn
 
-    from sweeps import promote, tracking
+    from sweeps import registry, tracking
 
     d = cfg.deploy
     api_key = _api_key(d)
@@ -205,7 +206,7 @@ def run(cfg: DictConfig, restart: bool = False) -> int:  # noqa: ARG001
                 f"deploy.port={d.port}: cannot listen on {d.host}:{d.port} ({exc.strerror}); choose another port"
             ) from None
     uri = tracking.resolve_uri(cfg.tracking)
-    model = LabelModel(champion, uri, promote.registry_uri(cfg.registry, uri))
+    model = LabelModel(champion, uri, registry.registry_uri(cfg.registry, uri))
     info = {"registered_model": champion.model_name, "version": champion.version, "alias": champion.alias}
     app = build_app(model.classify, model.label_names, served_name(cfg), info, api_key)
     print(
@@ -222,7 +223,7 @@ def test(cfg: DictConfig, restart: bool = False) -> int:  # noqa: ARG001
     """Send the champion's eval set through the local endpoint with the openai client; log the metrics in MLflow."""
     import openai
 
-    from sweeps import promote
+    from sweeps import registry
 
     d = cfg.deploy
     api_key = _api_key(d)
@@ -255,7 +256,7 @@ def test(cfg: DictConfig, restart: bool = False) -> int:  # noqa: ARG001
         result = chat_eval(client, model, evals, d.system_prompt, d.eval_concurrency)
     except openai.APIConnectionError:
         raise ConfigError(f"deploy.port={d.port}: the server at {base_url} stopped answering; restart it") from None
-    mlflow_client = promote.client(cfg)
+    mlflow_client = registry.client(cfg)
     tags = {
         "sweeps.kind": "deploy",
         "deploy.target": "local",

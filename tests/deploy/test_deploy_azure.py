@@ -147,7 +147,7 @@ def _scores(project: Project, fake: AzureOpenAIFake) -> dict[str, float]:
     import numpy as np
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-    from sweeps.deploy import load_champion, load_data
+    from sweeps.champion import load_champion, load_data
 
     champion = load_champion(compose([*project.overrides(MODEL)]))
     _, evals = load_data(champion, None)

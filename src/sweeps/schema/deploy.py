@@ -1,5 +1,5 @@
 """Schemas of the `deploy` group (conf/deploy/): one per target; consumed by sweeps.deploy and its targets'
-modules (sweeps.deploy_azure, sweeps.deploy_local)."""
+modules (sweeps.azure_openai, sweeps.deploy_local)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Schema of the `registry` node (the MLflow model registry); consumed by sweeps.promote."""
+"""Schema of the `registry` node (the MLflow model registry); consumed by sweeps.registry."""
 
 from __future__ import annotations
 
