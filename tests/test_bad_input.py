@@ -13,7 +13,7 @@ def _labels_out_of_range(tmp: Path) -> list[str]:
     path = tmp / "reviews.jsonl"
     rows = [{"text": f"review {i}", "label": i % 3} for i in range(30)]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return ["dataset=files", f"dataset.path={path}", "dataset.eval_size=5"]
+    return ["dataset=files", f"dataset.path={path}", "dataset.validation_size=5", "dataset.test_size=5"]
 
 
 def _empty_tokenizer(tmp: Path) -> list[str]:
@@ -40,9 +40,9 @@ CASES = {
     "zero learning rate": (["lr=0"], "lr=0.0: the learning rate must be > 0"),
     "negative learning rate": (["lr=-1e-5"], "lr=-1e-05"),
     "zero batch size": (["batch_size=0"], "batch_size=0"),
-    "eval_size larger than the split": (["dataset.eval_size=5000"], "dataset.eval_size=5000"),
+    "test_size larger than the split": (["dataset.test_size=5000"], "dataset.test_size=5000"),
     "missing data path": (["dataset.path=/no/such/folder"], "dataset.path=/no/such/folder"),
-    "missing split": (["dataset.eval_split=validation"], "dataset.eval_split=validation"),
+    "missing split": (["dataset.test_split=validation"], "dataset.test_split=validation"),
     "missing text column": (["dataset.text_column=review"], "dataset.text_column=review"),
     "missing label column": (["dataset.label_column=sentiment"], "dataset.label_column=sentiment"),
     "labels outside the classes": (_labels_out_of_range, "dataset.label_column=label"),
@@ -77,10 +77,10 @@ def test_bad_input_exits_2_with_one_message(case: str, tmp_path: Path) -> None:
 
 
 def test_every_problem_reported_at_once(tmp_path: Path) -> None:
-    done = run_cli(["train", *OFFLINE_IMDB, "lr=0", "batch_size=0", "dataset.eval_size=-1"], tmp_path, timeout=120)
+    done = run_cli(["train", *OFFLINE_IMDB, "lr=0", "batch_size=0", "dataset.test_size=-1"], tmp_path, timeout=120)
     assert done.returncode == 2
     assert "3 problems" in done.stderr
-    for key in ("lr=0.0", "batch_size=0", "dataset.eval_size=-1"):
+    for key in ("lr=0.0", "batch_size=0", "dataset.test_size=-1"):
         assert key in done.stderr
 
 

@@ -55,7 +55,7 @@ def test_info_and_experiment_preset(tmp_path: Path) -> None:
         "batch_size: 2",
         "epochs: 3",
         "train_size: 1000",
-        "eval_size: 500",
+        "test_size: 500",
         "weight_decay: 0.01",
         "seed: 42",
         "task: classification",
@@ -64,7 +64,14 @@ def test_info_and_experiment_preset(tmp_path: Path) -> None:
 
 
 def test_multirun_grid_with_hydra_basic_launcher(tmp_path: Path) -> None:
-    args = [*OFFLINE_IMDB, "max_steps=3", "dataset.train_size=64", "dataset.eval_size=32", "tracking.log_model=false"]
+    args = [
+        *OFFLINE_IMDB,
+        "max_steps=3",
+        "dataset.train_size=64",
+        "dataset.validation_size=32",
+        "dataset.test_size=32",
+        "tracking.log_model=false",
+    ]
     done = run_cli(["train", "-m", "lr=1e-3,2e-3", *args], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     import mlflow

@@ -20,7 +20,14 @@ from sweep_apps import alive, wait_for
 from sweeps import distributed
 from sweeps.distributed import Ranks
 
-RUN = [*OFFLINE_IMDB, "dataset.train_size=400", "dataset.eval_size=200", "eval_every=10", "lr=1e-3"]
+RUN = [
+    *OFFLINE_IMDB,
+    "dataset.train_size=400",
+    "dataset.validation_size=200",
+    "dataset.test_size=200",
+    "eval_every=10",
+    "lr=1e-3",
+]
 
 
 def tiny_classifier() -> torch.nn.Module:
@@ -143,14 +150,14 @@ def test_two_processes_make_one_tracked_run(two_process_run) -> None:
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "eval_accuracy")] == [10, 20]
     log = (cwd / "run" / "train.log").read_text()
-    assert "200 eval examples" in log and "2 processes" in log
+    assert "200 validation / 200 test examples" in log and "2 processes" in log
     assert log.count("step 20: accuracy") == 1, "only rank 0 reports"
     metrics = json.loads((cwd / "run" / "metrics.json").read_text())
     assert metrics["accuracy"] == runs[0].data.metrics["accuracy"]
 
 
 def test_sharded_evaluation_equals_the_whole_eval_set_scored_at_once(two_process_run) -> None:
-    """The saved checkpoint, scored by one process over all 200 examples, gives the logged metrics."""
+    """The saved checkpoint, scored by one process over all 200 validation examples, gives the logged metrics."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from sweeps import metrics as scoring
@@ -161,7 +168,7 @@ def test_sharded_evaluation_equals_the_whole_eval_set_scored_at_once(two_process
     model = AutoModelForSequenceClassification.from_pretrained(cwd / "run" / "checkpoint")
     tok = AutoTokenizer.from_pretrained(cwd / "run" / "checkpoint")
     logged = json.loads((cwd / "run" / "metrics.json").read_text())
-    splits = _eval_split(cwd)
+    splits = _validation_split(cwd)
     texts, labels = splits["text"].tolist(), splits["label"].to_numpy()
     assert len(texts) == 200
     ids = tok(texts, truncation=True, max_length=128)["input_ids"]
@@ -170,10 +177,10 @@ def test_sharded_evaluation_equals_the_whole_eval_set_scored_at_once(two_process
     assert result.loss == pytest.approx(logged["eval_loss"], rel=1e-4)
 
 
-def _eval_split(cwd: Path):
+def _validation_split(cwd: Path):
     import pandas as pd
 
-    (eval_file,) = (cwd / "outputs" / "cache" / "splits").glob("*.eval.parquet")
+    (eval_file,) = (cwd / "outputs" / "cache" / "splits").glob("*.validation.parquet")
     return pd.read_parquet(eval_file)
 
 

@@ -24,7 +24,7 @@ def test_mask_hides_secret_keys_and_values(monkeypatch) -> None:
 
 
 def test_no_secret_in_outputs_logs_or_mlflow(tmp_path: Path) -> None:
-    args = [*OFFLINE_IMDB, "max_steps=4", "dataset.train_size=64", "dataset.eval_size=32"]
+    args = [*OFFLINE_IMDB, "max_steps=4", "dataset.train_size=64", "dataset.validation_size=32", "dataset.test_size=32"]
     done = run_cli(["train", *args], tmp_path, **SECRETS)
     assert done.returncode == 0, done.stderr[-3000:]
     files = [p for p in (tmp_path / "outputs").rglob("*") if p.is_file()]

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 from support import OFFLINE_IMDB, run_cli
 
-RUN = [*OFFLINE_IMDB, "max_steps=30", "eval_every=15", "dataset.train_size=400", "dataset.eval_size=200", "lr=1e-3"]
+RUN = [
+    *OFFLINE_IMDB,
+    "max_steps=30",
+    "eval_every=15",
+    "dataset.train_size=400",
+    "dataset.validation_size=200",
+    "dataset.test_size=200",
+    "lr=1e-3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +38,11 @@ def test_run_records_metrics_params_and_tags(finished_run) -> None:
     assert run.info.status == "FINISHED"
     for key in ("accuracy", "precision", "recall", "f1", "eval_loss", "loss", "learning_rate"):
         assert key in run.data.metrics, key
+    # the test split is scored once at the end, apart from the validation split that every evaluation saw
+    for key in ("test_accuracy", "test_precision", "test_recall", "test_f1", "test_loss"):
+        assert key in run.data.metrics, key
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [30]
+    assert run.data.tags["dataset.validation_fingerprint"] != run.data.tags["dataset.test_fingerprint"]
     assert 0.0 <= run.data.metrics["accuracy"] <= 1.0
     params = run.data.params
     assert params["optimizer.lr"] == "0.001" and params["lr"] == "0.001"
@@ -51,12 +64,16 @@ def test_run_records_artifacts_inputs_and_model(finished_run) -> None:
     contexts = sorted(
         tag.value for ds in run.inputs.dataset_inputs for tag in ds.tags if tag.key == "mlflow.data.context"
     )
-    assert contexts == ["evaluation", "training"]
+    assert contexts == ["test", "training", "validation"]
     import mlflow
 
     model = mlflow.pyfunc.load_model(run.data.tags["model_uri"])
-    predictions = model.predict(["A wonderful, moving film.", "Dull and far too long."])
-    assert set(predictions["label"]) <= {"negative", "positive"}
+    long_review = "An overlong film that never ends, scene after scene after scene. " * 200  # > 2,000 tokens
+    predictions = model.predict(["A wonderful, moving film.", "Dull and far too long.", long_review])
+    assert len(predictions) == 3 and set(predictions["label"]) <= {"negative", "positive"}
+    logged = client.get_logged_model(run.data.tags["model_uri"].removeprefix("models:/"))
+    assert {m.key: m.value for m in logged.metrics}["accuracy"] == pytest.approx(run.data.metrics["accuracy"])
+    assert not any(key.startswith("eval_eval_") for key in run.data.metrics)
 
 
 def test_checkpoint_and_summary(finished_run) -> None:

@@ -24,7 +24,7 @@ def test_offline_experiment_beats_majority_class(project: Path) -> None:
     from sweeps.train import train
 
     cfg = compose_config(["experiment=offline", "tracking.log_model=false"])
-    assert cfg.dataset.eval_size is None  # the whole 2000-review test split
+    assert cfg.dataset.test_size is None  # the whole 2000-review test split
     accuracy = train(cfg)
     import json
 
@@ -39,7 +39,13 @@ def test_causal_lm_scores_label_words(project: Path) -> None:
     from sweeps.train import train
 
     overrides = [*OFFLINE_IMDB, "model.task=causal_lm", "max_steps=20", "lr=1e-3", "dataset.train_size=200"]
-    overrides += ["dataset.eval_size=64", "eval_every=10", "tracking.log_model=false", "objective=f1"]
+    overrides += [
+        "dataset.validation_size=64",
+        "dataset.test_size=64",
+        "eval_every=10",
+        "tracking.log_model=false",
+        "objective=f1",
+    ]
     f1 = train(compose_config(overrides))
     import mlflow
 
@@ -56,13 +62,15 @@ def test_tokenised_data_is_cached_by_fingerprint(project: Path) -> None:
     from sweeps import dataset, tokenizer
     from sweeps.tokens import encode
 
-    cfg = compose_config([*OFFLINE_IMDB, "dataset.train_size=300", "dataset.eval_size=100"])
+    cfg = compose_config(
+        [*OFFLINE_IMDB, "dataset.train_size=300", "dataset.validation_size=100", "dataset.test_size=100"]
+    )
     splits = dataset.load_splits(cfg.dataset)
     tok = tokenizer.load_tokenizer(cfg.tokenizer)
     args = (splits, tok, tokenizer.identity(tok), 128, "classification", cfg.dataset, project / "cache")
     first, second = encode(*args), encode(*args)
     assert not first.cached and second.cached and first.key == second.key
-    assert np.array_equal(first.train.ids, second.train.ids) and np.array_equal(first.eval.labels, second.eval.labels)
+    assert np.array_equal(first.train.ids, second.train.ids) and np.array_equal(first.test.labels, second.test.labels)
     assert first.train.lengths.max() <= 128
     other = encode(splits, tok, tokenizer.identity(tok), 64, "classification", cfg.dataset, project / "cache")
     assert other.key != first.key and not other.cached

@@ -78,7 +78,8 @@ def load_champion(cfg: DictConfig) -> Champion:
 
 
 def load_data(champion: Champion, eval_size: int | None) -> tuple[pd.DataFrame, EvalSet]:
-    """The champion run's train split and (the first `eval_size` examples of) its eval split, as it saw them."""
+    """The champion run's train split and (the first `eval_size` examples of) its test split, as it saw them: the
+    split it was scored on once, at the end, so the endpoint's scores compare with its test_* metrics."""
     import hashlib
 
     from sweeps import tracking
@@ -88,19 +89,19 @@ def load_data(champion: Champion, eval_size: int | None) -> tuple[pd.DataFrame, 
     recorded = {k: v for k, v in OmegaConf.to_container(champion.config.dataset).items() if k in known}
     data = OmegaConf.merge(OmegaConf.structured(DatasetConfig), recorded)
     splits = load_splits(data, tracking.outputs_dir() / "cache" / "splits")
-    expected = champion.run.data.tags.get("dataset.eval_fingerprint")
-    if expected and splits.eval_fingerprint != expected:
+    expected = champion.run.data.tags.get("dataset.test_fingerprint")
+    if expected and splits.test_fingerprint != expected:
         raise ConfigError(
-            f"dataset: the eval data of champion run {champion.run.info.run_id} ({splits.source}) changed since it was "
-            f"evaluated (fingerprint {splits.eval_fingerprint}, was {expected}); restore it, or promote a run trained "
+            f"dataset: the test data of champion run {champion.run.info.run_id} ({splits.source}) changed since it was "
+            f"scored (fingerprint {splits.test_fingerprint}, was {expected}); restore it, or promote a run trained "
             "on the current data"
         )
-    frame = splits.eval if eval_size is None else splits.eval.iloc[:eval_size]
-    whole = len(frame) == len(splits.eval)
+    frame = splits.test if eval_size is None else splits.test.iloc[:eval_size]
+    whole = len(frame) == len(splits.test)
     fingerprint = (
-        splits.eval_fingerprint
+        splits.test_fingerprint
         if whole
-        else hashlib.sha256(f"{splits.eval_fingerprint}:{len(frame)}".encode()).hexdigest()[:16]
+        else hashlib.sha256(f"{splits.test_fingerprint}:{len(frame)}".encode()).hexdigest()[:16]
     )
     texts = [str(t) for t in frame["text"].tolist()]
     evals = EvalSet(texts, frame["label"].to_numpy(), list(data.label_names), fingerprint, whole)
@@ -156,7 +157,7 @@ def log_eval(client: MlflowClient, run_id: str, result: dict[str, Any], evals: E
 
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in result["metrics"].items()])
-    client.set_tag(run_id, "dataset.eval_fingerprint", evals.fingerprint)
+    client.set_tag(run_id, "dataset.test_fingerprint", evals.fingerprint)
     client.set_tag(run_id, "deploy.eval_whole_split", str(evals.whole_split).lower())
     rows = [
         {"label": evals.label_names[int(y)], "answer": a, "predicted": evals.label_names[p] if p >= 0 else None}
@@ -169,8 +170,8 @@ def comparison(champion: Champion, values: dict[str, float], evals: EvalSet) -> 
     """The endpoint's metrics beside the champion run's, one line each."""
     lines = [f"{'metric':<10} {'endpoint':>9} {'champion':>9}"]
     for key in ("accuracy", "precision", "recall", "f1"):
-        local = champion.run.data.metrics.get(key)
+        local = champion.run.data.metrics.get(f"test_{key}")
         lines.append(f"{key:<10} {values[key]:>9.4f} {'-' if local is None else format(local, '.4f'):>9}")
     if not evals.whole_split:
-        lines.append(f"(endpoint: the first {len(evals.texts)} eval examples; champion: its whole eval split)")
+        lines.append(f"(endpoint: the first {len(evals.texts)} test examples; champion: its whole test split)")
     return "\n".join(lines)

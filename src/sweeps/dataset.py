@@ -1,4 +1,4 @@
-"""The `dataset` config group: its schema and the loader that turns it into train/eval splits."""
+"""The `dataset` config group's consumer: the loader that turns it into train, validation and test splits."""
 
 from __future__ import annotations
 
@@ -18,24 +18,35 @@ if TYPE_CHECKING:
 SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
+SPLITS = ("train", "validation", "test")
+
+
 @dataclass
 class Splits:
-    """The examples a run trains and evaluates on, with what identifies them."""
+    """The examples a run trains on, validates on (pruning, the objective, the champion) and tests on once,
+    with what identifies them."""
 
     train: pd.DataFrame
-    eval: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
     source: str
-    fingerprint: str
-    eval_fingerprint: str
+    fingerprint: str  # of all three
+    validation_fingerprint: str
+    test_fingerprint: str
 
 
 def problems(cfg: DatasetConfig) -> list[str]:
     """Checks that need no data: sizes, paths, prompt."""
     errors = []
-    for key in ("train_size", "eval_size"):
+    for key in ("train_size", "validation_size", "test_size"):
         value = getattr(cfg, key)
         if value is not None and value <= 0:
             errors.append(f"dataset.{key}={value}: must be a positive number of examples, or null for all")
+    if not 0 < cfg.validation_fraction < 1:
+        errors.append(
+            f"dataset.validation_fraction={cfg.validation_fraction}: the share of train carved out for validation, "
+            "between 0 and 1 (e.g. 0.1)"
+        )
     if cfg.path is None and not cfg.name:
         errors.append("dataset.path is missing: set dataset.path=/path/to/folder (JSONL, CSV or Parquet files)")
     if cfg.path is not None and not Path(cfg.path).expanduser().exists():
@@ -48,7 +59,8 @@ def problems(cfg: DatasetConfig) -> list[str]:
 
 
 def load_splits(cfg: DatasetConfig, cache_dir: Path | None = None) -> Splits:
-    """Read both splits, check columns and labels, draw the configured sizes. Local files' selections are
+    """Read the splits (validation carved from train when the data has none), check columns and labels, draw the
+    configured sizes. Local files' selections are
     cached in `cache_dir`, keyed by the files' paths, sizes and times and the selection settings."""
     key = _selection_key(cfg) if cache_dir is not None and cfg.path is not None else None
     if key is not None and (cache_dir / f"{key}.json").is_file():
@@ -61,19 +73,41 @@ def load_splits(cfg: DatasetConfig, cache_dir: Path | None = None) -> Splits:
 
 def _load(cfg: DatasetConfig) -> Splits:
     if cfg.path is not None:
-        train, evals, source = _read_local(cfg)
+        train, validation, test, source = _read_local(cfg)
     else:
-        train, evals, source = _read_hub(cfg)
-    train = _select(cfg, train, cfg.train_split, cfg.train_size, "train_size")
-    evals = _select(cfg, evals, cfg.eval_split, cfg.eval_size, "eval_size")
-    train_fp, eval_fp = _fingerprint(train), _fingerprint(evals)
+        train, validation, test, source = _read_hub(cfg)
+    train = _columns(cfg, train, cfg.train_split)
+    test = _draw(cfg, _columns(cfg, test, cfg.test_split), cfg.test_split, cfg.test_size, "test_size")
+    if validation is None:
+        train, validation = _carve(cfg, train)
+    else:
+        validation = _columns(cfg, validation, str(cfg.validation_split))
+        validation = _draw(cfg, validation, str(cfg.validation_split), cfg.validation_size, "validation_size")
+    train = _draw(cfg, train, cfg.train_split, cfg.train_size, "train_size")
+    prints = [_fingerprint(frame) for frame in (train, validation, test)]
     return Splits(
         train=train,
-        eval=evals,
+        validation=validation,
+        test=test,
         source=source,
-        fingerprint=hashlib.sha256((train_fp + eval_fp).encode()).hexdigest()[:16],
-        eval_fingerprint=eval_fp,
+        fingerprint=hashlib.sha256("".join(prints).encode()).hexdigest()[:16],
+        validation_fingerprint=prints[1],
+        test_fingerprint=prints[2],
     )
+
+
+def _carve(cfg: DatasetConfig, train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A validation set carved from the train split with the run's seed: validation_size examples, else
+    validation_fraction of the split; the rest stays train."""
+    size = cfg.validation_size or max(1, round(len(train) * cfg.validation_fraction))
+    if size >= len(train):
+        raise ConfigError(
+            f"dataset.validation_size={size}: split '{cfg.train_split}' has only {len(train)} examples to carve a "
+            "validation set from; set a smaller dataset.validation_size, or name a validation split with "
+            "dataset.validation_split"
+        )
+    order = train.sample(frac=1.0, random_state=cfg.seed + 1).index  # a stream apart from the train draw
+    return train.loc[order[size:]].reset_index(drop=True), train.loc[order[:size]].reset_index(drop=True)
 
 
 def _selection_key(cfg: DatasetConfig) -> str:
@@ -92,11 +126,16 @@ def _selection_key(cfg: DatasetConfig) -> str:
 def _write_selection(cache_dir: Path, key: str, splits: Splits) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}"
-    for name in ("train", "eval"):
+    for name in SPLITS:
         tmp = cache_dir / f".{key}.{name}.{tag}.parquet"
         getattr(splits, name).to_parquet(tmp, index=False)
         os.replace(tmp, cache_dir / f"{key}.{name}.parquet")
-    meta = {"source": splits.source, "fingerprint": splits.fingerprint, "eval_fingerprint": splits.eval_fingerprint}
+    meta = {
+        "source": splits.source,
+        "fingerprint": splits.fingerprint,
+        "validation_fingerprint": splits.validation_fingerprint,
+        "test_fingerprint": splits.test_fingerprint,
+    }
     tmp = cache_dir / f".{key}.{tag}.json"
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, cache_dir / f"{key}.json")  # written last: its presence means the parquet files are whole
@@ -106,23 +145,23 @@ def _read_selection(cache_dir: Path, key: str) -> Splits:
     import pandas as pd
 
     meta = json.loads((cache_dir / f"{key}.json").read_text())
-    train = pd.read_parquet(cache_dir / f"{key}.train.parquet")
-    evals = pd.read_parquet(cache_dir / f"{key}.eval.parquet")
-    return Splits(train=train, eval=evals, **meta)
+    frames = {name: pd.read_parquet(cache_dir / f"{key}.{name}.parquet") for name in SPLITS}
+    return Splits(**frames, **meta)
 
 
-def _read_local(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def _read_local(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame, str]:
+    """Train, validation (None: to be carved from train) and test frames of dataset.path, and its name."""
     root = Path(cfg.path).expanduser().resolve()
     if root.is_file():
         frame = _read_files([root], "dataset.path")
-        holdout = cfg.eval_size or max(1, len(frame) // 10)
+        holdout = cfg.test_size or max(1, len(frame) // 10)
         frame = frame.sample(frac=1.0, random_state=cfg.seed).reset_index(drop=True)
         if holdout >= len(frame):
             raise ConfigError(
-                f"dataset.eval_size={holdout}: the file {root} has only {len(frame)} rows; "
-                "set a smaller dataset.eval_size"
+                f"dataset.test_size={holdout}: the file {root} has only {len(frame)} rows; "
+                "set a smaller dataset.test_size"
             )
-        return frame.iloc[holdout:], frame.iloc[:holdout], str(root)
+        return frame.iloc[holdout:], None, frame.iloc[:holdout], str(root)
     files = sorted(p for p in root.iterdir() if p.suffix in SUFFIXES)
     if not files:
         raise ConfigError(
@@ -141,8 +180,11 @@ def _read_local(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         return chosen
 
     train = _read_files(split_files("train_split", cfg.train_split), "dataset.path")
-    evals = _read_files(split_files("eval_split", cfg.eval_split), "dataset.path")
-    return train, evals, str(root)
+    test = _read_files(split_files("test_split", cfg.test_split), "dataset.path")
+    validation = None
+    if cfg.validation_split:
+        validation = _read_files(split_files("validation_split", cfg.validation_split), "dataset.path")
+    return train, validation, test, str(root)
 
 
 def _read_files(paths: list[Path], key: str) -> pd.DataFrame:
@@ -167,7 +209,7 @@ def _read_files(paths: list[Path], key: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _read_hub(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def _read_hub(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame, str]:
     from sweeps import hub
 
     if not hub.reachable():
@@ -178,14 +220,21 @@ def _read_hub(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         loaded = datasets.load_dataset(cfg.name, cfg.subset)
     except (ConnectionError, FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"dataset.name={cfg.name}: cannot load it from the Hub ({exc})") from exc
-    for key, split in (("train_split", cfg.train_split), ("eval_split", cfg.eval_split)):
-        if split not in loaded:
+    named = [
+        ("train_split", cfg.train_split),
+        ("validation_split", cfg.validation_split),
+        ("test_split", cfg.test_split),
+    ]
+    for key, split in named:
+        if split is not None and split not in loaded:
             raise ConfigError(f"dataset.{key}={split}: '{cfg.name}' has splits {', '.join(loaded)}; pick one of them")
     source = f"hf://datasets/{cfg.name}" + (f"/{cfg.subset}" if cfg.subset else "")
-    return loaded[cfg.train_split].to_pandas(), loaded[cfg.eval_split].to_pandas(), source
+    validation = loaded[cfg.validation_split].to_pandas() if cfg.validation_split else None
+    return loaded[cfg.train_split].to_pandas(), validation, loaded[cfg.test_split].to_pandas(), source
 
 
-def _select(cfg: DatasetConfig, frame: pd.DataFrame, split: str, size: int | None, key: str) -> pd.DataFrame:
+def _columns(cfg: DatasetConfig, frame: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The split as `text` and `label` columns, its labels checked against dataset.label_names."""
     for column_key in ("text_column", "label_column"):
         column = getattr(cfg, column_key)
         if column not in frame.columns:
@@ -204,6 +253,14 @@ def _select(cfg: DatasetConfig, frame: pd.DataFrame, split: str, size: int | Non
             f"dataset.label_column={cfg.label_column}: split '{split}' has labels outside 0..{n_classes - 1} "
             f"(e.g. {bad.iloc[0]!r}); map them to integers or set dataset.label_names to {n_classes}+ classes"
         )
+    frame = frame.reset_index(drop=True)
+    frame["label"] = frame["label"].astype("int64")
+    frame["text"] = frame["text"].astype(str)
+    return frame
+
+
+def _draw(cfg: DatasetConfig, frame: pd.DataFrame, split: str, size: int | None, key: str) -> pd.DataFrame:
+    """`size` examples of the split (all when null), shuffled with the run's seed when dataset.shuffle."""
     if size is not None and size > len(frame):
         raise ConfigError(
             f"dataset.{key}={size}: split '{split}' has only {len(frame)} examples; "
@@ -213,10 +270,7 @@ def _select(cfg: DatasetConfig, frame: pd.DataFrame, split: str, size: int | Non
         frame = frame.sample(frac=1.0, random_state=cfg.seed)
     if size is not None:
         frame = frame.iloc[:size]
-    frame = frame.reset_index(drop=True)
-    frame["label"] = frame["label"].astype("int64")
-    frame["text"] = frame["text"].astype(str)
-    return frame
+    return frame.reset_index(drop=True)
 
 
 def _fingerprint(frame: pd.DataFrame) -> str:

@@ -69,12 +69,18 @@ def registry_uri(cfg: RegistryConfig, tracking_uri: str) -> str:
 
 def client(cfg: DictConfig) -> MlflowClient:
     """An MLflow client on the run's tracking store and model registry."""
+    import mlflow
     from mlflow import MlflowClient
 
     from sweeps import tracking
 
     uri = tracking.resolve_uri(cfg.tracking)
-    return MlflowClient(tracking_uri=uri, registry_uri=registry_uri(cfg.registry, uri))
+    registry = registry_uri(cfg.registry, uri)
+    # MLflow's registry looks a version's logged model up through the process-wide store: point it at ours
+    # too, or `tracking.uri=...` would find no model (and leave a stray ./mlflow.db behind).
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(registry)
+    return MlflowClient(tracking_uri=uri, registry_uri=registry)
 
 
 def champion(mlflow_client: MlflowClient, cfg: RegistryConfig) -> ModelVersion | None:
@@ -113,7 +119,7 @@ def register(
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     value = run.data.metrics[objective]
-    fingerprint = run.data.tags.get("dataset.eval_fingerprint", "")
+    fingerprint = run.data.tags.get("dataset.validation_fingerprint", "")
     version = _version_of(mlflow_client, name, run.info.run_id)
     if version is None:
         model_uri = run.data.tags["model_uri"]
@@ -121,7 +127,7 @@ def register(
             "objective": objective,
             "direction": direction,
             objective: repr(value),
-            "dataset.eval_fingerprint": fingerprint,
+            "dataset.validation_fingerprint": fingerprint,
             "dataset.fingerprint": run.data.tags.get("dataset.fingerprint", ""),
         }
         if run.data.tags.get("sweeps.study"):
@@ -166,7 +172,7 @@ def register(
         rival = None
     if rival is None:
         return crown(f"the run of champion version {previous} is gone", previous)
-    rival_fingerprint = rival.data.tags.get("dataset.eval_fingerprint", "")
+    rival_fingerprint = rival.data.tags.get("dataset.validation_fingerprint", "")
     if rival_fingerprint != fingerprint:
         return second(
             f"champion version {previous} was evaluated on another eval set (fingerprint {rival_fingerprint or '?'} "

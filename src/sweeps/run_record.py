@@ -25,6 +25,11 @@ SUMMARY = (
     "f1",
     "eval_loss",
     "perplexity",
+    "test_accuracy",
+    "test_precision",
+    "test_recall",
+    "test_f1",
+    "test_loss",
     "majority_baseline",
     "train_tokens_per_s",
     "train_seconds",
@@ -41,7 +46,8 @@ def start_run(cfg: DictConfig, splits: Splits, prep_seconds: float, out_dir: Pat
         **tracking.sweep_tags(),
         "seed": str(cfg.seed),
         "dataset.fingerprint": splits.fingerprint,
-        "dataset.eval_fingerprint": splits.eval_fingerprint,
+        "dataset.validation_fingerprint": splits.validation_fingerprint,
+        "dataset.test_fingerprint": splits.test_fingerprint,
         "dataset.source": splits.source,
         "model.task": cfg.model.task,
         "processes": str(world),  # data-parallel processes that trained the run
@@ -51,7 +57,10 @@ def start_run(cfg: DictConfig, splits: Splits, prep_seconds: float, out_dir: Pat
         tracking.log_config(cfg, overrides())
         name = cfg.dataset.name or "files"
         tracking.log_dataset(splits.train, splits.source, f"{name}-train", "training", splits.fingerprint)
-        tracking.log_dataset(splits.eval, splits.source, f"{name}-eval", "evaluation", splits.eval_fingerprint)
+        tracking.log_dataset(
+            splits.validation, splits.source, f"{name}-validation", "validation", splits.validation_fingerprint
+        )
+        tracking.log_dataset(splits.test, splits.source, f"{name}-test", "test", splits.test_fingerprint)
         mlflow.log_metrics({"data_prep_seconds": prep_seconds, "train_examples": len(splits.train)})
     except BaseException as exc:
         mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -86,8 +95,8 @@ def ending(run, prune_file: str | None) -> Iterator[None]:
 
 
 def record(cfg: DictConfig, values: dict[str, float], final, out_dir: Path, net, tok, steps: int):
-    """The final metrics, metrics.json, the confusion matrix, the checkpoint and the logged model; then the run
-    ends FINISHED. Returns the checkpoint folder (None without save_checkpoint) and the model URI (or None)."""
+    """The final metrics, metrics.json, the test split's confusion matrix, the checkpoint and the logged model;
+    then the run ends FINISHED. Returns the checkpoint folder (None without save_checkpoint) and the model URI."""
     import json
 
     import mlflow
@@ -105,7 +114,9 @@ def record(cfg: DictConfig, values: dict[str, float], final, out_dir: Path, net,
     if checkpoint is not None:
         net.save_pretrained(checkpoint)
         tok.save_pretrained(checkpoint)
-    model_uri = tracking.log_model(net, tok, cfg.model.task) if cfg.tracking.log_model else None
+    model_uri = None
+    if cfg.tracking.log_model:
+        model_uri = tracking.log_model(net, tok, cfg.model.task, cfg.tokenizer.max_length, values)
     if model_uri:
         mlflow.set_tag("model_uri", model_uri)
     mlflow.end_run()

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from sweeps.dataset import DatasetConfig, Splits
 
+SPLITS = ("train", "validation", "test")
+
 log = logging.getLogger(__name__)
 CHUNK = 1000
 
@@ -56,7 +58,8 @@ class Encoded:
 @dataclass
 class Encodings:
     train: Encoded
-    eval: Encoded
+    validation: Encoded
+    test: Encoded
     key: str
     cached: bool
 
@@ -84,24 +87,26 @@ def encode(
     cache_dir: Path,
     progress: bool = True,
 ) -> Encodings:
-    """Token ids for both splits, from the cache when this fingerprint was encoded before."""
+    """Token ids for the three splits, from the cache when this fingerprint was encoded before."""
     key = cache_key(splits, tokenizer_id, max_length, task, data)
     path = cache_dir / f"{key}.npz"
     if path.is_file():
         with np.load(path) as stored:
             parts = {name: stored[name] for name in stored.files}
-        return Encodings(_unpack(parts, "train"), _unpack(parts, "eval"), key, cached=True)
-    if task == "classification":
-        train = _encode_texts(tokenizer, splits.train, max_length, progress, "train")
-        evals = _encode_texts(tokenizer, splits.eval, max_length, progress, "eval")
-    else:
-        train = _encode_prompts(tokenizer, splits.train, max_length, data, progress, "train", with_answer=True)
-        evals = _encode_prompts(tokenizer, splits.eval, max_length, data, progress, "eval", with_answer=False)
+        return Encodings(*(_unpack(parts, name) for name in SPLITS), key, cached=True)
+    encoded = {}
+    for name in SPLITS:
+        frame = getattr(splits, name)
+        if task == "classification":
+            encoded[name] = _encode_texts(tokenizer, frame, max_length, progress, name)
+        else:  # training rows end with the answer; the others are scored on it
+            with_answer = name == "train"
+            encoded[name] = _encode_prompts(tokenizer, frame, max_length, data, progress, name, with_answer)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_dir / f".{key}.{os.getpid()}.npz"
-    np.savez(tmp, **_pack(train, "train"), **_pack(evals, "eval"))
+    np.savez(tmp, **{k: v for name in SPLITS for k, v in _pack(encoded[name], name).items()})
     os.replace(tmp, path)  # atomic: concurrent trials never read half a file
-    return Encodings(train, evals, key, cached=False)
+    return Encodings(*(encoded[name] for name in SPLITS), key, cached=False)
 
 
 def _pack(enc: Encoded, split: str) -> dict[str, np.ndarray]:

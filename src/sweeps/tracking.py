@@ -161,13 +161,20 @@ def log_dataset(frame, source: str, name: str, context: str, fingerprint: str) -
         mlflow.log_input(dataset, context=context)
 
 
-def log_model(net, tokenizer, task: str) -> str:
-    """Log the model as an mlflow.transformers pipeline, so MLflow can load and serve it."""
+def log_model(net, tokenizer, task: str, max_length: int, metrics: dict[str, float] | None = None) -> str:
+    """Log the model as an mlflow.transformers pipeline, so MLflow can load and serve it: inputs are truncated to
+    the `max_length` tokens it was trained on (a long review is answered, not an IndexError), and the LoggedModel
+    carries the run's final `metrics`."""
     import mlflow
     import transformers
 
     pipeline_task = "text-classification" if task == "classification" else "text-generation"
+    tokenizer.model_max_length = max_length  # what `truncation` cuts inputs to, in the saved tokenizer too
     pipe = transformers.pipeline(pipeline_task, model=net, tokenizer=tokenizer)
+    inference: dict[str, Any] = {"truncation": True}
+    if task == "causal_lm":  # a long prompt keeps its end (the question after the text)
+        tokenizer.truncation_side = "left"
+        inference["max_new_tokens"] = 4
     requirements = [f"{p}=={v}" for p, v in _versions(("torch", "transformers", "accelerate")).items()]
     quiet = logging.getLogger("mlflow.transformers")  # model-card and license lookups on the Hub
     level = quiet.level
@@ -178,10 +185,12 @@ def log_model(net, tokenizer, task: str) -> str:
             name="model",
             task=pipeline_task,
             pip_requirements=requirements,
-            model_config={"max_new_tokens": 4} if task == "causal_lm" else None,
+            model_config=inference,
         )
     finally:
         quiet.setLevel(level)
+    if metrics:
+        mlflow.log_metrics(metrics, model_id=info.model_id)
     return info.model_uri
 
 

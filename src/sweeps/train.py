@@ -114,10 +114,11 @@ def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
         run = run_record.start_run(cfg, job.splits, job.prep_seconds, job.out_dir, ranks.world) if ranks.main else None
         with run_record.ending(run, job.evaluator.prune_file):
             values = fit(cfg, job, ranks, device, signals)
+            tested, test_values = job.evaluator.evaluate("test")  # once, at the end
+            values.update({f"test_{k.removeprefix('eval_')}": v for k, v in test_values.items()})
             if not ranks.main:
                 return float(values[cfg.objective])
-            final = job.evaluator.history[-1]["result"]
-            saved, model_uri = run_record.record(cfg, values, final, job.out_dir, job.net, job.tok, job.steps)
+            saved, model_uri = run_record.record(cfg, values, tested, job.out_dir, job.net, job.tok, job.steps)
     except Pruned as stop:  # the sweeper's decision, read between steps (in-process launchers)
         log.info("pruned by the sweeper at step %d", stop.step)
         return float(job.evaluator.history[-1]["values"][cfg.objective])
@@ -152,9 +153,10 @@ def setup(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> Job:
         splits, tok, encodings, prep_seconds = _prepare(cfg)
     net = model.build_model(cfg.model, list(cfg.dataset.label_names), tok.pad_token_id, len(tok)).to(device)
     log.info(
-        "data: %d train / %d eval examples from %s (fingerprint %s, tokens %s)%s",
+        "data: %d train / %d validation / %d test examples from %s (fingerprint %s, tokens %s)%s",
         len(splits.train),
-        len(splits.eval),
+        len(splits.validation),
+        len(splits.test),
         splits.source,
         splits.fingerprint,
         "from cache" if encodings.cached else "encoded",
@@ -168,13 +170,14 @@ def setup(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> Job:
     steps = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     opt, sched = optimizer.build_optimizer(cfg.optimizer, net, steps, device)
     amp = compute.autocast(cfg.compute, device)
-    evaluator = Evaluator(cfg, net, tok, encodings.eval, ranks, device, amp)
+    evaluator = Evaluator(cfg, net, tok, encodings, ranks, device, amp)
     out_dir = run_record.output_dir() if ranks.main else None
     return Job(splits, tok, encodings, prep_seconds, net, opt, sched, steps, amp, evaluator, out_dir)
 
 
 def fit(cfg: DictConfig, job: Job, ranks: distributed.Ranks, device: str, signals: StopSignals) -> dict[str, float]:
-    """Train for the job's steps, evaluating every `eval_every`; the final metrics with the run's throughput."""
+    """Train for the job's steps, validating every `eval_every`; the final validation metrics (the objective) with
+    the run's throughput."""
     import mlflow
     import torch
 
@@ -220,7 +223,7 @@ def fit(cfg: DictConfig, job: Job, ranks: distributed.Ranks, device: str, signal
         stop=signals.stopped,
     )
     values = dict(job.evaluator.history[-1]["values"])
-    values["majority_baseline"] = scoring.majority_baseline(train.labels, job.encodings.eval.labels)
+    values["majority_baseline"] = scoring.majority_baseline(train.labels, job.encodings.test.labels)
     values["train_seconds"] = fitted.seconds
     values["train_tokens_per_s"] = fitted.tokens / fitted.seconds
     values["padding_fraction"] = 1 - fitted.tokens / max(1, fitted.padded_tokens)
@@ -229,10 +232,11 @@ def fit(cfg: DictConfig, job: Job, ranks: distributed.Ranks, device: str, signal
 
 
 class Evaluator:
-    """Scores the eval set at a step (this rank's shard, gathered from all), logs the metrics, reports the objective
-    to the sweeper and stops the run when the sweeper pruned it."""
+    """Scores a split (this rank's shard, gathered from all): the validation split at every eval step, where it
+    logs the metrics, reports the objective to the sweeper and stops the run when the sweeper pruned it; the test
+    split once at the end."""
 
-    def __init__(self, cfg: DictConfig, net, tok, evals, ranks: distributed.Ranks, device: str, amp) -> None:
+    def __init__(self, cfg: DictConfig, net, tok, encodings, ranks: distributed.Ranks, device: str, amp) -> None:
         import numpy as np
 
         from sweeps.tokens import label_word_ids
@@ -240,25 +244,29 @@ class Evaluator:
         self.cfg, self.net, self.tok, self.ranks, self.device, self.amp = cfg, net, tok, ranks, device, amp
         self.causal_lm = cfg.model.task == "causal_lm"
         self.answers = label_word_ids(tok, list(cfg.dataset.label_names))
-        self.shard = np.arange(ranks.rank, len(evals), ranks.world)  # this rank's eval examples
-        self.evals = evals if ranks.world == 1 else evals.subset(self.shard)
+        self.shards = {}  # split -> (this rank's rows, their encodings)
+        for split in ("validation", "test"):
+            encoded = getattr(encodings, split)
+            rows = np.arange(ranks.rank, len(encoded), ranks.world)
+            self.shards[split] = (rows, encoded if ranks.world == 1 else encoded.subset(rows))
         # Set by the sweeper: where this trial reports its objective, and the file whose presence prunes it.
         self.progress_file = os.environ.get("SWEEPS_PROGRESS_FILE") if ranks.main else None
         self.prune_file = os.environ.get("SWEEPS_PRUNE_FILE")
         self.history: list[dict] = []
 
-    def evaluate(self) -> tuple[Any, dict[str, float]]:
+    def evaluate(self, split: str = "validation") -> tuple[Any, dict[str, float]]:
         from sweeps import metrics as scoring
         from sweeps.loop import Evaluation, evaluate_classifier, evaluate_label_words
 
         cfg, pad = self.cfg, self.tok.pad_token_id
+        rows, evals = self.shards[split]
         if self.causal_lm:
             result = evaluate_label_words(
-                self.net, self.evals, self.answers, cfg.eval_batch_size, pad, self.device, self.amp
+                self.net, evals, self.answers, cfg.eval_batch_size, pad, self.device, self.amp
             )
         else:
-            result = evaluate_classifier(self.net, self.evals, cfg.eval_batch_size, pad, self.device, self.amp)
-        result = Evaluation.merge(distributed.gather((self.shard, result), self.ranks))
+            result = evaluate_classifier(self.net, evals, cfg.eval_batch_size, pad, self.device, self.amp)
+        result = Evaluation.merge(distributed.gather((rows, result), self.ranks))
         values = scoring.scores(result.y_true, result.y_pred, len(cfg.dataset.label_names))
         values["eval_loss"] = result.loss
         if self.causal_lm:
@@ -271,7 +279,7 @@ class Evaluator:
         result, values = self.evaluate()
         self.history.append({"step": step, "result": result, "values": values})
         if self.ranks.main:
-            mlflow.log_metrics({f"eval_{k}": v for k, v in values.items()}, step=step)
+            mlflow.log_metrics({k if k.startswith("eval_") else f"eval_{k}": v for k, v in values.items()}, step=step)
             log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
         if self.progress_file:
             with open(self.progress_file, "a") as fh:

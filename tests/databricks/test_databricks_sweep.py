@@ -22,7 +22,8 @@ def test_sweeps_train_trials_on_job_clusters(
         *DATABRICKS_COMPUTE,
         *TINY_TRAIN,
         "dataset.train_size=64",
-        "dataset.eval_size=32",
+        "dataset.validation_size=32",
+        "dataset.test_size=32",
         "batch_size=8",
         "max_steps=8",
         "eval_every=2",
@@ -72,7 +73,7 @@ def test_sweeps_train_trials_on_job_clusters(
         run_id = int(run.data.tags["databricks.run_id"])
         assert run_id in runs
         assert run.data.tags["databricks.run_page_url"].endswith(f"/run/{run_id}")
-        assert "eval_eval_loss" in run.data.metrics
+        assert "eval_loss" in run.data.metrics
 
     # the token reached neither the console, nor a file here or on the workspace, nor MLflow
     token = workspace.token
@@ -103,7 +104,8 @@ def test_a_distributed_trial_trains_on_every_worker_through_torch_distributor(
         "hydra.launcher.distributed=true",
         *TINY_TRAIN,
         "dataset.train_size=64",
-        "dataset.eval_size=32",
+        "dataset.validation_size=32",
+        "dataset.test_size=32",
         "batch_size=4",
         "max_steps=6",
         "eval_every=3",

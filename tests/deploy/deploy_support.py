@@ -20,7 +20,8 @@ TRIAL = [
     *OFFLINE_IMDB,
     "max_steps=5",
     "dataset.train_size=64",
-    "dataset.eval_size=32",
+    "dataset.validation_size=32",
+    "dataset.test_size=32",
     "objective=eval_loss",
 ]
 
@@ -100,7 +101,7 @@ def trained_sweep(tracking_uri: str, root: Path) -> Project:
     assert better.data.metrics["eval_loss"] < worse.data.metrics["eval_loss"]
 
     def record(status: str, metrics: dict[str, float]) -> str:
-        keep = ("model_uri", "dataset.eval_fingerprint", "dataset.fingerprint")
+        keep = ("model_uri", "dataset.validation_fingerprint", "dataset.fingerprint")
         run_tags = {k: better.data.tags[k] for k in keep} | {"mlflow.parentRunId": parent, "sweeps.study": STUDY}
         run = client.create_run(experiment_id, run_name=f"trial {status.lower()}", tags=run_tags)
         client.log_param(run.info.run_id, "objective", "eval_loss")

@@ -113,7 +113,7 @@ def test_fine_tune_deploy_evaluate_resume_test_delete(project: Project, azure: A
     assert run.info.status == "FINISHED"
     assert tags["azure.job"] == job["id"] and tags["azure.fine_tuned_model"] == job["fine_tuned_model"]
     assert tags["azure.deployment"] == "sweeps-champion" and tags["deploy.source_run"] == project.better
-    assert tags["dataset.eval_fingerprint"] == champion.data.tags["dataset.eval_fingerprint"]
+    assert tags["dataset.test_fingerprint"] == champion.data.tags["dataset.test_fingerprint"]
     history = _client(project).get_metric_history(run.info.run_id, "ft_train_loss")
     assert [m.step for m in history] == [1, 2, 3]
     assert len(fake.chat_answers) == 32

@@ -86,7 +86,7 @@ def test_deploy_test_scores_the_endpoint_like_training(
     query = "tags.`deploy.target` = 'local' and tags.`deploy.action` = 'test'"
     (run,) = client.search_runs([experiment.experiment_id], query)
     champion = client.get_run(project.better)
-    assert run.data.tags["dataset.eval_fingerprint"] == champion.data.tags["dataset.eval_fingerprint"]
+    assert run.data.tags["dataset.test_fingerprint"] == champion.data.tags["dataset.test_fingerprint"]
     assert run.data.metrics["eval_examples"] == 32 and run.data.metrics["unparsed_answers"] == 0
     for key in ("accuracy", "precision", "recall", "f1"):  # the same model on the same eval set
         assert run.data.metrics[key] == pytest.approx(champion.data.metrics[key]), key

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from deploy_support import EXPERIMENT, STUDY, Project, compose, free_port, run_cli, trained_sweep
+from deploy_support import EXPERIMENT, STUDY, TRIAL, Project, compose, free_port, run_cli, trained_sweep
 
 from sweeps.errors import ConfigError
 from sweeps.promote import main, promote_best
@@ -35,7 +35,8 @@ def test_the_best_finished_trial_of_the_latest_sweep_is_registered(project: Proj
     assert version.run_id == project.better
     assert version.source.startswith("models:/m-")
     assert (
-        version.tags["dataset.eval_fingerprint"] == client.get_run(project.better).data.tags["dataset.eval_fingerprint"]
+        version.tags["dataset.validation_fingerprint"]
+        == client.get_run(project.better).data.tags["dataset.validation_fingerprint"]
     )
     assert _aliases(project, "sweep-best") == {"champion": version.version}
     assert f"sweep {STUDY}" in done.stdout and "eval_loss" in done.stdout and "champion: version 1" in done.stdout
@@ -63,7 +64,7 @@ def test_a_run_on_another_eval_set_becomes_challenger_unless_forced(project: Pro
 
     client = _client(project)
     better = client.get_run(project.better)
-    tags = {"model_uri": better.data.tags["model_uri"], "dataset.eval_fingerprint": "0123456789abcdef"}
+    tags = {"model_uri": better.data.tags["model_uri"], "dataset.validation_fingerprint": "0123456789abcdef"}
     other = client.create_run(better.info.experiment_id, run_name="other eval set", tags=tags)
     client.log_param(other.info.run_id, "objective", "eval_loss")
     client.log_batch(other.info.run_id, metrics=[Metric("eval_loss", 1e-3, 0, 1)])
@@ -117,3 +118,29 @@ def test_cli_exit_status_and_unreachable_tracking_server(tmp_path: Path) -> None
     assert done.returncode == 2, done.stderr
     assert "tracking.uri=http://127.0.0.1:" in done.stderr and "does not answer" in done.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+TINY_TRIAL = [w for w in TRIAL if not w.startswith("objective=")]
+
+
+def test_tracking_uri_override_promotes_from_a_local_store_as_the_environment_variable_does(tmp_path: Path) -> None:
+    """`promote tracking.uri=sqlite:///...` finds the run's logged model in that store, run from another folder,
+    and leaves no ./mlflow.db behind."""
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    trained = run_cli(
+        ["train", *TINY_TRIAL, f"tracking.uri={store}", "tracking.experiment=local-store"], tmp_path / "store"
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = run_cli(
+        ["promote", f"tracking.uri={store}", "tracking.experiment=local-store", "registry.model_name=local"], elsewhere
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "champion: version 1" in done.stdout
+    assert not (elsewhere / "mlflow.db").exists() and not (elsewhere / "mlruns").exists()
+    (version,) = MlflowClient(store).search_model_versions("name = 'local'")
+    assert version.source.startswith("models:/m-")

@@ -17,11 +17,18 @@ class DatasetConfig:
     path: str | None = None
     text_column: str = "text"
     label_column: str = "label"
+    # Three splits. train: what the model learns from. validation: what pruning, the objective a sweeper optimises
+    # and the choice of the champion see, at every eval_every. test: scored once at the end (test_* metrics).
     train_split: str = "train"
-    eval_split: str = "test"
+    # null: carved from the train split with `seed` (validation_size examples, else validation_fraction of it).
+    validation_split: str | None = None
+    test_split: str = "test"
     # Number of examples drawn (after shuffling) from each split; null takes the whole split.
     train_size: int | None = None
-    eval_size: int | None = None
+    validation_size: int | None = None
+    test_size: int | None = None
+    # Share of the train split carved out for validation when there is no validation split.
+    validation_fraction: float = 0.1
     shuffle: bool = True
     # Seed of the shuffles; the run's `seed`.
     seed: int = II("seed")

@@ -1,0 +1,71 @@
+"""Every command the README shows composes to what it promises: the config it names, the sweeper and the
+launcher that will run it (compute=databricks selects the Databricks launcher whatever the order)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+from support import ROOT
+
+from sweeps.__main__ import COMMANDS
+from sweeps.compose import compose
+
+LOCAL = "hydra_plugins.sweeps_local_launcher.local_launcher.LocalLauncher"
+DATABRICKS = "hydra_plugins.sweeps_databricks_launcher.databricks_launcher.DatabricksLauncher"
+OPTUNA = "hydra_plugins.sweeps_optuna_sweeper.optuna_sweeper.SweepsOptunaSweeper"
+BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def readme_commands() -> list[list[str]]:
+    """The `python -m sweeps ...` commands of the README's bash blocks, comments and line breaks removed."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("&&"):
+                words = shlex.split(part, comments=True)
+                for i, word in enumerate(words):
+                    if word.endswith("python") and words[i + 1 : i + 3] == ["-m", "sweeps"]:
+                        commands.append(words[i + 3 :])
+    return commands
+
+
+def one_job(words: list[str]) -> list[str]:
+    """A multirun's overrides as one of its jobs: each swept value list `a=1,2` takes its first value."""
+    overrides = []
+    for word in words:
+        if word.startswith("-"):
+            continue
+        key, _, value = word.partition("=")
+        if "," in value and not value.startswith(("[", "{", "'", '"')) and "(" not in value:
+            value = value.split(",")[0]
+        overrides.append(f"{key}={value}")
+    return overrides
+
+
+TRAIN = [c[1:] for c in readme_commands() if c[:1] == ["train"]]
+
+
+def test_the_readme_shows_the_commands_it_documents() -> None:
+    commands = readme_commands()
+    assert len(TRAIN) >= 10
+    assert {c[0] for c in commands} >= {"train", "compare", "promote", "deploy", "ui", "--help"}
+    assert {c[0] for c in commands if not c[0].startswith("-")} <= {"train", *COMMANDS}
+
+
+@pytest.mark.parametrize("words", TRAIN, ids=[" ".join(c) for c in TRAIN])
+def test_each_train_command_composes_with_the_sweeper_and_launcher_it_promises(words: list[str]) -> None:
+    cfg = compose(one_job(words), with_hydra=True)
+    launcher = cfg.hydra.launcher._target_
+    sweeper = cfg.hydra.sweeper._target_
+    assert launcher == (DATABRICKS if "compute=databricks" in words else LOCAL)
+    assert sweeper == (OPTUNA if any(w.startswith("sweep=") for w in words) else BASIC)
+
+
+@pytest.mark.parametrize("order", [["sweep=imdb_tpe", "compute=databricks"], ["compute=databricks", "sweep=imdb_tpe"]])
+def test_compute_databricks_selects_its_launcher_in_either_order(order: list[str]) -> None:
+    cfg = compose(order, with_hydra=True)
+    assert cfg.hydra.launcher._target_ == DATABRICKS
+    assert cfg.hydra.sweeper._target_ == OPTUNA
