@@ -56,7 +56,6 @@ def main(argv: list[str]) -> int:
     return cleanup_runs(WorkspaceClient(config=Config(profile=profile)), me, args.sweep)
 
 
-
 def _print_check(client: Any, opts: Any, facts: dict[str, Any]) -> None:
     print(f"workspace    {facts['host']} as {facts['user']}")
     if opts.existing_cluster_id:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import compute, dataset, deploy, distributed, model, optimizer, tokenizer, tracking
+from sweeps import channel, compute, dataset, deploy, distributed, model, optimizer, tokenizer, tracking
 from sweeps.errors import ConfigError
 from sweeps.schema import OBJECTIVES
 
@@ -144,9 +143,6 @@ def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
     amp = compute.autocast(cfg.compute, device)
     answers = label_word_ids(tok, list(cfg.dataset.label_names))
     out_dir = _output_dir() if ranks.main else None
-    # Set by the sweeper: where this trial reports its objective, and the file whose presence prunes it.
-    progress_file = os.environ.get("SWEEPS_PROGRESS_FILE") if ranks.main else None
-    prune_file = os.environ.get("SWEEPS_PRUNE_FILE")
     shard = np.arange(ranks.rank, len(encodings.eval), ranks.world)  # this rank's eval examples
     evals = encodings.eval if ranks.world == 1 else encodings.eval.subset(shard)
 
@@ -170,10 +166,8 @@ def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
         if ranks.main:
             mlflow.log_metrics({f"eval_{k}": v for k, v in values.items()}, step=step)
             log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-        if progress_file:
-            with open(progress_file, "a") as fh:
-                fh.write(json.dumps({"step": step, "value": values[cfg.objective]}) + "\n")
-        if distributed.from_main(_pruned(prune_file), ranks):
+            channel.report(step, values[cfg.objective])  # for the sweeper, which may prune the trial
+        if distributed.from_main(channel.pruned(), ranks):
             raise Pruned(step)
 
     def on_log(step: int, loss: float, rate: float, tokens_per_s: float) -> None:
@@ -250,7 +244,7 @@ def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
         return float(history[-1]["values"][cfg.objective])
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a launcher that pruned or cancelled the trial
         if run is not None:
-            if _pruned(prune_file):
+            if channel.pruned():
                 mlflow.set_tag("sweeps.state", "pruned")
             mlflow.end_run("KILLED")
         raise
@@ -272,7 +266,7 @@ def _start_run(cfg: DictConfig, splits, prep_seconds: float, out_dir: Path, worl
     tracking.use(cfg.tracking)
     tags = {
         **tracking.provenance_tags(),
-        **tracking.sweep_tags(),
+        **channel.sweep_tags(),
         "seed": str(cfg.seed),
         "dataset.fingerprint": splits.fingerprint,
         "dataset.eval_fingerprint": splits.eval_fingerprint,
@@ -280,7 +274,7 @@ def _start_run(cfg: DictConfig, splits, prep_seconds: float, out_dir: Path, worl
         "model.task": cfg.model.task,
         "processes": str(world),  # data-parallel processes that trained the run
     }
-    run = mlflow.start_run(run_name=tracking.run_name(out_dir.name), tags=tags)
+    run = mlflow.start_run(run_name=channel.run_name(out_dir.name), tags=tags)
     try:
         tracking.log_config(cfg, _overrides())
         name = cfg.dataset.name or "files"
@@ -299,10 +293,6 @@ class Pruned(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(f"pruned at step {step}")
         self.step = step
-
-
-def _pruned(prune_file: str | None) -> bool:
-    return bool(prune_file) and os.path.exists(prune_file)
 
 
 class _StopSignals:

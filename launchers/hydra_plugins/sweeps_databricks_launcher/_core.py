@@ -23,6 +23,8 @@ import cloudpickle
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import DictConfig, open_dict
 
+from sweeps import channel
+
 from . import _wheel
 from ._checks import CHECK_HTTP_TIMEOUT_S, checked, client_for, connect
 from ._payload import dump_config, dump_setup
@@ -177,7 +179,7 @@ class Session:
             return handle
         prepared = self._prepare(env)
         trial_dir = f"{prepared['base']}/{job_idx}-{uuid.uuid4().hex[:8]}"
-        job_env = {k: v for k, v in env.items() if k not in ("SWEEPS_PROGRESS_FILE", "SWEEPS_PRUNE_FILE")}
+        job_env = channel.remote_env(env)
         if self.tracking_uri:
             job_env.setdefault("MLFLOW_TRACKING_URI", self.tracking_uri)
         handle.job = {
@@ -238,7 +240,7 @@ class Session:
         if self.volume.size(wheel_path) != wheel.stat().st_size:
             log.info(f"Uploading {wheel.name} to {wheel_path}")
             self.volume.write_bytes(wheel_path, wheel.read_bytes())
-        sweep = _safe(env.get("SWEEPS_STUDY_NAME") or str(self.config.hydra.job.name))
+        sweep = _safe(channel.study_name(env) or str(self.config.hydra.job.name))
         stamp = _safe(Path(str(self.config.hydra.sweep.dir)).name)
         base = f"{opts.upload_dir}/runs/{sweep}/{stamp}-{self.id[:8]}"
         setup = f"{base}/setup.pkl"
@@ -315,7 +317,7 @@ class Session:
         job = json.loads(data)
         handle = RunHandle(self, job_idx, job["overrides"], env, job)
         handle.run_id = int(run_id)
-        local = Path(env["SWEEPS_PROGRESS_FILE"]) if env.get("SWEEPS_PROGRESS_FILE") else None
+        local = channel.progress_file(env)
         if local is not None and local.is_file():  # the lines an earlier driver copied there already
             handle._progress_sent = local.stat().st_size
         self.handles.append(handle)
@@ -354,9 +356,9 @@ class Session:
 
     def _sync_progress(self, handle: RunHandle) -> None:
         """Append the progress lines the trial uploaded since the last look to the sweeper's local file."""
-        local = handle.env.get("SWEEPS_PROGRESS_FILE")
+        local = channel.progress_file(handle.env)
         remote = handle.job.get("progress")
-        if not local or not remote:
+        if local is None or not remote:
             return
         try:
             size = self.volume.size(remote)
@@ -369,7 +371,7 @@ class Session:
         end = data.rfind(b"\n") + 1
         if end <= handle._progress_sent:
             return
-        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        local.parent.mkdir(parents=True, exist_ok=True)
         with open(local, "ab") as f:
             f.write(data[handle._progress_sent : end])
         handle._progress_sent = end

@@ -32,11 +32,12 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from sweeps import channel
+from sweeps.channel import ProgressReader
 from sweeps.errors import ConfigError, exit_on_config_error, mark_started
 
 from . import _search_space, _study
 from ._options import Options, key, plain
-from ._progress import ProgressReader
 from .optuna_sweeper import SweepsOptunaSweeper
 
 log = logging.getLogger(__name__)
@@ -312,15 +313,7 @@ class Driver:
         return Running(trial, overrides, ProgressReader(trial_dir / "progress.jsonl"), trial_dir / "prune")
 
     def _env(self, run: Running) -> dict[str, str]:
-        env = {
-            "SWEEPS_PROGRESS_FILE": str(run.progress.path),
-            "SWEEPS_PRUNE_FILE": str(run.prune_file),
-            "SWEEPS_STUDY_NAME": self.study_name,
-            "SWEEPS_TRIAL_NUMBER": str(run.trial.number),
-        }
-        if self.parent_run is not None:
-            env["SWEEPS_PARENT_RUN_ID"] = self.parent_run
-        return env
+        return channel.trial_env(run.progress.path, run.prune_file, self.study_name, run.trial.number, self.parent_run)
 
     @contextmanager
     def _deferred_interrupts(self) -> Iterator[None]:
@@ -459,7 +452,7 @@ class Driver:
         if not decide or not run.trial.should_prune():
             return False
         run.prune_requested = True
-        run.prune_file.touch()
+        channel.request_prune(run.prune_file)
         return True
 
     def _tell_pruned(self, run: Running) -> None:
