@@ -24,6 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import DictConfig, open_dict
 
 from sweeps import channel
+from sweeps.launching import JobHandle
 
 from . import _wheel
 from ._checks import CHECK_HTTP_TIMEOUT_S, checked, client_for, connect
@@ -39,7 +40,7 @@ CANCEL_RETRY_S = 30
 SUBMIT_RETRY_S = 120.0
 # Runs that are still going this long after their `timeout` are cancelled by the driver.
 TIMEOUT_GRACE_S = 300.0
-WAIT_SLEEP_S = 0.05
+WAIT_SLEEP_S = DatabricksLauncher.poll_s
 OUTPUT_MAX_BYTES = 5 * 1024 * 1024
 PACKAGE = "sweeps"  # the wheel's distribution, whose `sweeps` entry point runs the trial
 TERMINAL = ("TERMINATED", "INTERNAL_ERROR", "SKIPPED")
@@ -63,9 +64,11 @@ def failed_return(overrides: Sequence[str], error: BaseException) -> JobReturn:
     return ret
 
 
-class RunHandle:
+class RunHandle(JobHandle):
     """One job as a Databricks run. `run_id`, `run_page_url`, `external_id` (str(run_id)) and `external_url`
-    name the run; `done()`, `wait()`, `result()` and `cancel()` work as for the local launcher."""
+    name the run."""
+
+    poll_s = WAIT_SLEEP_S
 
     def __init__(
         self,
@@ -96,11 +99,11 @@ class RunHandle:
         self._progress_sent = 0
         self._result: JobReturn | None = None
 
-    @property
+    @property  # type: ignore[override]
     def external_id(self) -> str | None:
         return None if self.run_id is None else str(self.run_id)
 
-    @property
+    @property  # type: ignore[override]
     def external_url(self) -> str | None:
         return self.run_page_url
 
@@ -108,14 +111,6 @@ class RunHandle:
         if not self._final:
             self.session.refresh(self)
         return self._final
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(WAIT_SLEEP_S)
-        return True
 
     def result(self) -> JobReturn:
         """The job's JobReturn; a run that failed, was cancelled or timed out gives FAILED with the reason."""
@@ -486,12 +481,6 @@ def _tail(text: str, lines: int) -> str:
     from sweeps.secrets import mask_text
 
     return mask_text("\n".join(text.strip().splitlines()[-lines:]))
-
-
-def wait_any(handles: Sequence[RunHandle], timeout: float | None = None) -> list[RunHandle]:
-    from sweeps.launching import wait_any
-
-    return wait_any(handles, timeout, WAIT_SLEEP_S)
 
 
 def launch(

@@ -1,7 +1,8 @@
 """The sweep: check every input, open the study, then keep every slot busy until the budget is spent.
 
-With a launcher that has `submit()` (hydra/launcher=sweeps_local), a trial starts as soon as a slot
-frees up; with any other launcher, trials run in batches of `workers` through `launch()`. Either way
+With an asynchronous launcher (sweeps.launching.AsyncLauncher: sweeps_local, sweeps_databricks), a trial
+starts as soon as a slot frees up; with any other launcher, trials run in batches of `workers` through
+`launch()`. Either way
 the driver reads each trial's progress file, reports to Optuna and decides pruning; only the driver
 writes to the study.
 """
@@ -35,6 +36,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from sweeps import channel
 from sweeps.channel import ProgressReader
 from sweeps.errors import ConfigError, exit_on_config_error, mark_started
+from sweeps.launching import AsyncLauncher, AttachableLauncher, JobHandle
 
 from . import _search_space, _study
 from ._options import Options, key, plain
@@ -61,7 +63,7 @@ class Running:
     overrides: list[str]
     progress: ProgressReader
     prune_file: Path
-    handle: Any = None
+    handle: JobHandle | None = None
     prune_requested: bool = False
     told: bool = False
 
@@ -84,10 +86,11 @@ class Driver:
         self.counts = Counts()
         self.running: dict[int, Running] = {}
         self.finishing: list[Running] = []  # ended, not yet told
-        self.draining: list[Any] = []
+        self.draining: list[JobHandle] = []
         self.stop_reason: str | None = None
         self.failure_limit_hit = False
-        self.parent_run: Any = None
+        self.tracker: Any = None
+        self.parent_run: str | None = None
         self.interrupt_signal: int | None = None
 
     # ---------------------------------------------------------------- checks, before any trial
@@ -128,8 +131,8 @@ class Driver:
         self.multi = len(opts.directions) > 1
 
         self.launcher = self._launcher()
-        self.asynchronous = callable(getattr(self.launcher, "submit", None))
-        slots = getattr(self.launcher, "slots", None) if self.asynchronous else None
+        self.asynchronous = isinstance(self.launcher, AsyncLauncher)
+        slots = self.launcher.slots if isinstance(self.launcher, AsyncLauncher) else None
         self.slots = int(slots) if slots else (opts.workers or 1)
         self.sampler = _study.make_sampler(
             name, opts.sampler.get("seed"), opts.sampler.get("kwargs") or {}, key("sampler.name"), grid, self.slots
@@ -268,9 +271,8 @@ class Driver:
             self._interrupt()
             raise SystemExit(INTERRUPTED_EXIT) from None
         finally:
-            close = getattr(self.launcher, "close", None)
-            if callable(close):
-                close()
+            if isinstance(self.launcher, AsyncLauncher):
+                self.launcher.close()
         results = self._results()
         self._end_tracking(results)
         if self.failure_limit_hit:
@@ -340,7 +342,8 @@ class Driver:
 
     def _run_async(self) -> None:
         """Refill free slots first, then tell Optuna about the trials that just ended."""
-        launcher: Any = self.launcher
+        launcher = self.launcher
+        assert isinstance(launcher, AsyncLauncher)
         while True:
             self._check_interrupt()
             while len(self.running) + len(self.draining) < self.slots and self._may_start():
@@ -370,19 +373,18 @@ class Driver:
     def _remember(self, run: Running) -> None:
         """What a later driver needs to attach to this trial's job again, if the launcher can."""
         run.trial.set_user_attr("overrides", run.overrides)
-        external_id = getattr(run.handle, "external_id", None)
-        if external_id is not None:
-            run.trial.set_user_attr(_study.EXTERNAL_ID, external_id)
+        assert run.handle is not None
+        if run.handle.external_id is not None:
+            run.trial.set_user_attr(_study.EXTERNAL_ID, run.handle.external_id)
             run.trial.set_user_attr(_study.PROGRESS_FILE, str(run.progress.path))
-            external_url = getattr(run.handle, "external_url", None)
-            if external_url:
-                run.trial.set_user_attr("sweeps:external_url", external_url)
+            if run.handle.external_url:
+                run.trial.set_user_attr("sweeps:external_url", run.handle.external_url)
 
     def _reattach(self) -> list[int]:
-        """Trials a stopped driver left RUNNING whose jobs still run (a launcher with `attach()`, e.g.
-        remote clusters): watch them again instead of failing them."""
-        attach = getattr(self.launcher, "attach", None)
-        if not self.asynchronous or not callable(attach):
+        """Trials a stopped driver left RUNNING whose jobs still run (an AttachableLauncher, e.g. remote
+        clusters): watch them again instead of failing them."""
+        launcher = self.launcher
+        if not isinstance(launcher, AttachableLauncher):
             return []
         study_id = self.storage.get_study_id_from_name(self.study_name)
         numbers = []
@@ -399,7 +401,7 @@ class Driver:
             )
             run.progress.last_step = max(t.intermediate_values, default=None)
             try:
-                run.handle = attach(external_id, t.number, self._env(run))
+                run.handle = launcher.attach(external_id, t.number, self._env(run))
             except Exception as e:
                 log.info(f"Trial {t.number}: its job {external_id} cannot be attached again ({e})")
                 continue
@@ -586,9 +588,8 @@ class Driver:
         self.parent_run = self.tracker.run_id if self.tracker else None
 
     def _end_tracking(self, results: dict[str, Any] | None, status: str = "FINISHED") -> None:
-        tracker = getattr(self, "tracker", None)
-        if tracker is not None:
-            tracker.end(self.study, results, status)
+        if self.tracker is not None:
+            self.tracker.end(self.study, results, status)
             self.tracker = None
 
 
