@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps.errors import EXIT_BAD_INPUT, ConfigError, report
+from sweeps.errors import EXIT_BAD_INPUT, ConfigError, DeployError, report
 from sweeps.schema.deploy import AzureOpenAIDeployConfig, DeployConfig, LocalDeployConfig
 
 if TYPE_CHECKING:
@@ -36,10 +36,6 @@ CONSUMERS = {"azure_openai": "sweeps.azure_openai.actions", "local": "sweeps.dep
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 CREDENTIALS = ("default", "environment")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class DeployError(Exception):
-    """The service refused or failed (not bad input): exit status 1."""
 
 
 def problems(cfg: DeployConfig) -> list[str]:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from sweeps import tracking
-from sweeps.stopping import Pruned, pruned
+from sweeps import channel, tracking
+from sweeps.stopping import Pruned
 
 if TYPE_CHECKING:
     from sweeps.dataset import Splits
@@ -43,7 +43,7 @@ def start_run(cfg: DictConfig, splits: Splits, prep_seconds: float, out_dir: Pat
     tracking.use(cfg.tracking)
     tags = {
         **tracking.provenance_tags(),
-        **tracking.sweep_tags(),
+        **channel.sweep_tags(),
         "seed": str(cfg.seed),
         "dataset.fingerprint": splits.fingerprint,
         "dataset.validation_fingerprint": splits.validation_fingerprint,
@@ -52,7 +52,7 @@ def start_run(cfg: DictConfig, splits: Splits, prep_seconds: float, out_dir: Pat
         "model.task": cfg.model.task,
         "processes": str(world),  # data-parallel processes that trained the run
     }
-    run = mlflow.start_run(run_name=tracking.run_name(out_dir.name), tags=tags)
+    run = mlflow.start_run(run_name=channel.run_name(out_dir.name), tags=tags)
     try:
         tracking.log_config(cfg, overrides())
         name = cfg.dataset.name or "files"
@@ -69,7 +69,7 @@ def start_run(cfg: DictConfig, splits: Splits, prep_seconds: float, out_dir: Pat
 
 
 @contextmanager
-def ending(run, prune_file: str | None) -> Iterator[None]:
+def ending(run) -> Iterator[None]:
     """Ends `run` (None on ranks that do not track) with the status of how the block ended: a pruned trial is
     KILLED and tagged pruned, Ctrl-C or SIGTERM is KILLED (tagged pruned when the sweeper asked for it), any
     other error FAILED. A block that returns leaves the run open for `record`."""
@@ -84,7 +84,7 @@ def ending(run, prune_file: str | None) -> Iterator[None]:
         raise
     except KeyboardInterrupt:
         if run is not None:
-            if pruned(prune_file):
+            if channel.pruned():
                 mlflow.set_tag("sweeps.state", "pruned")
             mlflow.end_run("KILLED")
         raise

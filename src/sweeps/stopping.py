@@ -1,9 +1,8 @@
-"""How a run is stopped from outside: the sweeper's prune decision, and SIGTERM / Ctrl-C (a launcher pruning or
-cancelling the trial, or the user)."""
+"""How a run is stopped from outside: the sweeper's prune decision (read through sweeps.channel), and SIGTERM or
+Ctrl-C (a launcher pruning or cancelling the trial, or the user)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
@@ -16,11 +15,6 @@ class Pruned(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(f"pruned at step {step}")
         self.step = step
-
-
-def pruned(prune_file: str | None) -> bool:
-    """Whether the sweeper asked this trial to stop (its prune file exists)."""
-    return bool(prune_file) and os.path.exists(prune_file)
 
 
 class StopSignals:

@@ -76,25 +76,6 @@ def use(cfg: TrackingConfig) -> str:
     return experiment_id
 
 
-def sweep_tags() -> dict[str, str]:
-    """Tags that tie a trial's run to its sweep (set by the sweeper in the trial's environment)."""
-    tags = {}
-    if os.environ.get("SWEEPS_PARENT_RUN_ID"):
-        tags["mlflow.parentRunId"] = os.environ["SWEEPS_PARENT_RUN_ID"]
-    if os.environ.get("SWEEPS_STUDY_NAME"):
-        tags["sweeps.study"] = os.environ["SWEEPS_STUDY_NAME"]
-    if os.environ.get("SWEEPS_TRIAL_NUMBER"):
-        tags["sweeps.trial"] = os.environ["SWEEPS_TRIAL_NUMBER"]
-    return tags
-
-
-def run_name(default: str) -> str:
-    """`<study>-trial-<n>` for a sweep's trial, else `default` (the run dir's name)."""
-    if os.environ.get("SWEEPS_TRIAL_NUMBER"):
-        return f"{os.environ.get('SWEEPS_STUDY_NAME', 'sweep')}-trial-{os.environ['SWEEPS_TRIAL_NUMBER']}"
-    return default
-
-
 def flatten(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as dotted keys, secrets masked."""
     flat: dict[str, Any] = {}

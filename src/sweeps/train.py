@@ -5,10 +5,8 @@ python -m sweeps train model=gpt2 lr=2e-5
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import compute, dataset, deploy, distributed, model, optimizer, run_record, tokenizer, tracking
+from sweeps import channel, compute, dataset, deploy, distributed, model, optimizer, run_record, tokenizer, tracking
 from sweeps.errors import ConfigError
 from sweeps.schema import OBJECTIVES
-from sweeps.stopping import Pruned, StopSignals, pruned
+from sweeps.stopping import Pruned, StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +110,7 @@ def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
     run = None
     try:
         run = run_record.start_run(cfg, job.splits, job.prep_seconds, job.out_dir, ranks.world) if ranks.main else None
-        with run_record.ending(run, job.evaluator.prune_file):
+        with run_record.ending(run):
             values = fit(cfg, job, ranks, device, signals)
             tested, test_values = job.evaluator.evaluate("test")  # once, at the end
             values.update({f"test_{k.removeprefix('eval_')}": v for k, v in test_values.items()})
@@ -249,9 +247,6 @@ class Evaluator:
             encoded = getattr(encodings, split)
             rows = np.arange(ranks.rank, len(encoded), ranks.world)
             self.shards[split] = (rows, encoded if ranks.world == 1 else encoded.subset(rows))
-        # Set by the sweeper: where this trial reports its objective, and the file whose presence prunes it.
-        self.progress_file = os.environ.get("SWEEPS_PROGRESS_FILE") if ranks.main else None
-        self.prune_file = os.environ.get("SWEEPS_PRUNE_FILE")
         self.history: list[dict] = []
 
     def evaluate(self, split: str = "validation") -> tuple[Any, dict[str, float]]:
@@ -281,10 +276,8 @@ class Evaluator:
         if self.ranks.main:
             mlflow.log_metrics({k if k.startswith("eval_") else f"eval_{k}": v for k, v in values.items()}, step=step)
             log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-        if self.progress_file:
-            with open(self.progress_file, "a") as fh:
-                fh.write(json.dumps({"step": step, "value": values[self.cfg.objective]}) + "\n")
-        if distributed.from_main(pruned(self.prune_file), self.ranks):
+            channel.report(step, values[self.cfg.objective])  # for the sweeper, which may prune the trial
+        if distributed.from_main(channel.pruned(), self.ranks):
             raise Pruned(step)
 
 

@@ -1,17 +1,15 @@
 """The session with the workspace, runs and their handles, and the batch `launch()`.
 
-A session checks everything first (`_checks`: nothing is submitted on bad input), builds and uploads the
-project's wheel once, and submits each job as a one-time run (runs/submit, python wheel task
-`sweeps databricks run-trial`, an idempotency token per job). Handles poll
-runs/get, copy the trial's progress lines from the upload dir into the sweeper's local progress file, and
-read the job's result from the upload dir when the run ends.
+A session checks everything first (`_checks`: nothing is submitted on bad input), uploads the project's
+wheel once, and submits each job as a one-time run (`_submit`). Handles poll runs/get, copy the trial's
+progress lines from the upload dir into the sweeper's local progress file, and read the job's result from
+the upload dir when the run ends.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import uuid
 import weakref
@@ -21,11 +19,12 @@ from typing import Any
 
 import cloudpickle
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from omegaconf import DictConfig, open_dict
 
-from . import _wheel
+from sweeps import channel
+from sweeps.launching import JobHandle
+
+from . import _submit
 from ._checks import CHECK_HTTP_TIMEOUT_S, checked, client_for, connect
-from ._payload import dump_config, dump_setup
 from ._volume import Volume
 from .databricks_launcher import DatabricksLauncher
 
@@ -33,13 +32,9 @@ log = logging.getLogger(__name__)
 
 # Retry window of runs/cancel (Ctrl-C, close): long enough for throttling, short enough for a dead host.
 CANCEL_RETRY_S = 30
-# A submit the SDK gave up on (a 500 it does not retry) is sent again, same idempotency token, this long.
-SUBMIT_RETRY_S = 120.0
 # Runs that are still going this long after their `timeout` are cancelled by the driver.
 TIMEOUT_GRACE_S = 300.0
-WAIT_SLEEP_S = 0.05
-OUTPUT_MAX_BYTES = 5 * 1024 * 1024
-PACKAGE = "sweeps"  # the wheel's distribution, whose `sweeps` entry point runs the trial
+WAIT_SLEEP_S = DatabricksLauncher.poll_s
 TERMINAL = ("TERMINATED", "INTERNAL_ERROR", "SKIPPED")
 
 
@@ -61,9 +56,11 @@ def failed_return(overrides: Sequence[str], error: BaseException) -> JobReturn:
     return ret
 
 
-class RunHandle:
+class RunHandle(JobHandle):
     """One job as a Databricks run. `run_id`, `run_page_url`, `external_id` (str(run_id)) and `external_url`
-    name the run; `done()`, `wait()`, `result()` and `cancel()` work as for the local launcher."""
+    name the run."""
+
+    poll_s = WAIT_SLEEP_S
 
     def __init__(
         self,
@@ -94,11 +91,11 @@ class RunHandle:
         self._progress_sent = 0
         self._result: JobReturn | None = None
 
-    @property
+    @property  # type: ignore[override]
     def external_id(self) -> str | None:
         return None if self.run_id is None else str(self.run_id)
 
-    @property
+    @property  # type: ignore[override]
     def external_url(self) -> str | None:
         return self.run_page_url
 
@@ -106,14 +103,6 @@ class RunHandle:
         if not self._final:
             self.session.refresh(self)
         return self._final
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(WAIT_SLEEP_S)
-        return True
 
     def result(self) -> JobReturn:
         """The job's JobReturn; a run that failed, was cancelled or timed out gives FAILED with the reason."""
@@ -151,7 +140,7 @@ class Session:
         self.volume = Volume(self.client)
         self.id = uuid.uuid4().hex
         self.handles: list[RunHandle] = []
-        self._prepared: dict[str, str] | None = None
+        self._shared_upload: _submit.Shared | None = None
         self._finalizer = weakref.finalize(self, _cancel_all, self.handles)
         log.info(
             f"Databricks workspace {self.facts['host']} as {self.facts['user']}; upload dir {self.opts.upload_dir}"
@@ -170,35 +159,18 @@ class Session:
             raise RuntimeError(f"all {self.slots} slots are busy; wait for a run to finish first")
         handle = RunHandle(self, job_idx, overrides, env)
         self.handles.append(handle)
+        assert self.launcher.hydra_context is not None
         try:
-            config = self._compose(overrides, job_idx)
+            config = _submit.compose(self.launcher.hydra_context, self.config, overrides, job_idx)
         except Exception as e:
             handle.fail(e)
             return handle
-        prepared = self._prepare(env)
-        trial_dir = f"{prepared['base']}/{job_idx}-{uuid.uuid4().hex[:8]}"
-        job_env = {k: v for k, v in env.items() if k not in ("SWEEPS_PROGRESS_FILE", "SWEEPS_PRUNE_FILE")}
-        if self.tracking_uri:
-            job_env.setdefault("MLFLOW_TRACKING_URI", self.tracking_uri)
-        handle.job = {
-            "idx": job_idx,
-            "overrides": list(overrides),
-            "env": job_env,
-            "setup": prepared["setup"],
-            "config": f"{trial_dir}/config.yaml",
-            "progress": f"{trial_dir}/progress.jsonl",
-            "progress_interval": self.opts.progress_interval,
-            "result": f"{trial_dir}/result.pkl",
-            "outputs": f"{trial_dir}/output",
-            "run_info": f"{trial_dir}/run.json",
-            "output_max_bytes": OUTPUT_MAX_BYTES,
-            "distributed": self._distributed_spec(),
-        }
-        self.volume.write_bytes(handle.job["config"], dump_config(config).encode())
-        job_path = f"{trial_dir}/job.json"
-        self.volume.write_bytes(job_path, json.dumps(handle.job, indent=1).encode())
+        shared = self._shared(env)
+        handle.job, job_path = _submit.write_job(
+            self.volume, config, job_idx, overrides, env, shared, self.opts, self.tracking_uri, self.facts
+        )
         try:
-            handle.run_id = self._submit_run(handle, job_path, prepared)
+            handle.run_id = _submit.submit_run(self.client, self.opts, self.id, job_idx, job_path, shared)
         except Exception as e:
             from databricks.sdk.errors import DatabricksError
 
@@ -214,86 +186,14 @@ class Session:
         log.info(f"Job #{job_idx}: Databricks run {handle.run_id} {handle.run_page_url or ''}".rstrip())
         return handle
 
-    def _compose(self, overrides: Sequence[str], job_idx: int) -> DictConfig:
-        launcher = self.launcher
-        assert launcher.hydra_context is not None
-        config = launcher.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(config):
-            config.hydra.job.id = f"{config.hydra.job.name}_{job_idx}"
-            config.hydra.job.num = job_idx
-        return config
-
-    def _prepare(self, env: Mapping[str, str]) -> dict[str, str]:
-        """Once per session: the wheel (built once per source content) and the task function on the volume."""
-        if self._prepared is not None:
-            return self._prepared
-        opts = self.opts
-        if opts.wheel:
-            wheel = Path(opts.wheel)
-        else:
-            root = _wheel.project_root()
-            assert root is not None
-            wheel = _wheel.build(root, _outputs_dir(self.config) / "cache" / "wheels")
-        wheel_path = f"{opts.upload_dir}/wheels/{_wheel.file_digest(wheel)}/{wheel.name}"
-        if self.volume.size(wheel_path) != wheel.stat().st_size:
-            log.info(f"Uploading {wheel.name} to {wheel_path}")
-            self.volume.write_bytes(wheel_path, wheel.read_bytes())
-        sweep = _safe(env.get("SWEEPS_STUDY_NAME") or str(self.config.hydra.job.name))
-        stamp = _safe(Path(str(self.config.hydra.sweep.dir)).name)
-        base = f"{opts.upload_dir}/runs/{sweep}/{stamp}-{self.id[:8]}"
-        setup = f"{base}/setup.pkl"
-        assert self.launcher.task_function is not None
-        self.volume.write_bytes(setup, dump_setup(self.launcher.task_function))
-        self._prepared = {"wheel": wheel_path, "base": base, "setup": setup, "sweep": sweep}
-        return self._prepared
-
-    def _distributed_spec(self) -> dict[str, Any] | None:
-        if not self.opts.distributed:
-            return None
-        gpus, workers = int(self.facts.get("gpus") or 0), int(self.facts.get("workers") or 0)
-        return {"num_processes": workers * gpus if gpus else workers, "use_gpu": gpus > 0}
-
-    def _submit_run(self, handle: RunHandle, job_path: str, prepared: dict[str, str]) -> int:
-        """runs/submit with an idempotency token; a failure the SDK does not retry is sent again with the
-        same token (the workspace starts one run per token)."""
-        from databricks.sdk.errors import InternalError, TemporarilyUnavailable
-        from databricks.sdk.service.compute import ClusterSpec, Library
-        from databricks.sdk.service.jobs import PythonWheelTask, SubmitTask
-
-        opts = self.opts
-        libraries = [Library(whl=prepared["wheel"]), *(Library.from_dict(lib) for lib in opts.libraries)]
-        task = SubmitTask(
-            task_key="trial",
-            python_wheel_task=PythonWheelTask(
-                package_name=PACKAGE,
-                entry_point=PACKAGE,
-                parameters=["databricks", "run-trial", "--job", job_path, "--run-id", "{{job.run_id}}"],
-            ),
-            libraries=libraries,
-            timeout_seconds=opts.timeout,
-        )
-        if opts.existing_cluster_id:
-            task.existing_cluster_id = opts.existing_cluster_id
-        else:
-            spec = dict(opts.new_cluster or {})
-            spec["custom_tags"] = {**(spec.get("custom_tags") or {}), "sweeps-sweep": prepared["sweep"][:256]}
-            task.new_cluster = ClusterSpec.from_dict(spec)
-        token = f"sweeps-{self.id[:32]}-{handle.job_idx}"
-        deadline = time.monotonic() + SUBMIT_RETRY_S
-        while True:
-            try:
-                waiter = self.client.jobs.submit(
-                    run_name=f"sweeps/{prepared['sweep']}/{handle.job_idx}",
-                    tasks=[task],
-                    idempotency_token=token,
-                    timeout_seconds=opts.timeout,
-                )
-                return int(waiter.response.run_id)
-            except (InternalError, TemporarilyUnavailable) as e:
-                if time.monotonic() >= deadline:
-                    raise
-                log.warning(f"Job #{handle.job_idx}: runs/submit failed ({e}); sending it again, same token")
-                time.sleep(2.0)
+    def _shared(self, env: Mapping[str, str]) -> _submit.Shared:
+        """Once per session: the wheel and the task function on the volume."""
+        if self._shared_upload is None:
+            assert self.launcher.task_function is not None
+            self._shared_upload = _submit.upload_shared(
+                self.volume, self.opts, self.config, self.launcher.task_function, self.id, env
+            )
+        return self._shared_upload
 
     # ------------------------------------------------------------ attach
     def attach(self, run_id: Any, job_idx: int, env: Mapping[str, str]) -> RunHandle:
@@ -315,7 +215,7 @@ class Session:
         job = json.loads(data)
         handle = RunHandle(self, job_idx, job["overrides"], env, job)
         handle.run_id = int(run_id)
-        local = Path(env["SWEEPS_PROGRESS_FILE"]) if env.get("SWEEPS_PROGRESS_FILE") else None
+        local = channel.progress_file(env)
         if local is not None and local.is_file():  # the lines an earlier driver copied there already
             handle._progress_sent = local.stat().st_size
         self.handles.append(handle)
@@ -354,9 +254,9 @@ class Session:
 
     def _sync_progress(self, handle: RunHandle) -> None:
         """Append the progress lines the trial uploaded since the last look to the sweeper's local file."""
-        local = handle.env.get("SWEEPS_PROGRESS_FILE")
+        local = channel.progress_file(handle.env)
         remote = handle.job.get("progress")
-        if not local or not remote:
+        if local is None or not remote:
             return
         try:
             size = self.volume.size(remote)
@@ -369,7 +269,7 @@ class Session:
         end = data.rfind(b"\n") + 1
         if end <= handle._progress_sent:
             return
-        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        local.parent.mkdir(parents=True, exist_ok=True)
         with open(local, "ab") as f:
             f.write(data[handle._progress_sent : end])
         handle._progress_sent = end
@@ -468,28 +368,10 @@ def _cancel_all(handles: list[RunHandle]) -> None:
             handle.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
-def _outputs_dir(config: DictConfig) -> Path:
-    import os
-
-    if os.environ.get("SWEEPS_OUTPUTS"):
-        return Path(os.environ["SWEEPS_OUTPUTS"]).resolve()
-    return Path(str(config.hydra.runtime.cwd)) / "outputs"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_") or "sweep"
-
-
 def _tail(text: str, lines: int) -> str:
     from sweeps.secrets import mask_text
 
     return mask_text("\n".join(text.strip().splitlines()[-lines:]))
-
-
-def wait_any(handles: Sequence[RunHandle], timeout: float | None = None) -> list[RunHandle]:
-    from sweeps.launching import wait_any
-
-    return wait_any(handles, timeout, WAIT_SLEEP_S)
 
 
 def launch(

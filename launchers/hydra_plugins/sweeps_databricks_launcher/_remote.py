@@ -23,6 +23,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from sweeps import channel
 from sweeps.compose import load_job_config
 from sweeps.launching import failure_text, pickled_result
 
@@ -99,12 +100,12 @@ def main(argv: list[str]) -> int:
     task_function = load_setup(_read(volume, job["setup"]))
     config = load_job_config(_read(volume, job["config"]).decode())
     os.environ.update(job["env"])
-    os.environ["SWEEPS_DATABRICKS_RUN_ID"] = args.run_id
+    channel.set_databricks_run_id(args.run_id)
     scratch = Path(tempfile.mkdtemp(prefix="sweeps_trial_"))
     mirror: Mirror | None = None
     if not job.get("distributed"):  # else rank 0 mirrors its own progress file, on whichever node it runs
         mirror = Mirror(volume, scratch / "progress.jsonl", job["progress"], float(job["progress_interval"]))
-        os.environ["SWEEPS_PROGRESS_FILE"] = str(mirror.local)
+        channel.set_progress_file(mirror.local)
         mirror.start()
 
     started = time.time()
@@ -189,10 +190,10 @@ def rank_main(
     mirror = None
     if int(os.environ.get("RANK", "0")) == 0:
         mirror = Mirror(volume, Path(tempfile.mkdtemp(prefix="sweeps_rank0_")) / "progress.jsonl", progress, interval)
-        os.environ["SWEEPS_PROGRESS_FILE"] = str(mirror.local)
+        channel.set_progress_file(mirror.local)
         mirror.start()
     else:
-        os.environ.pop("SWEEPS_PROGRESS_FILE", None)
+        channel.set_progress_file(None)
     try:
         return task_function(load_job_config(task_yaml))
     finally:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hydra.core.utils import JobReturn
-from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+from sweeps.launching import AttachableLauncher
 
 if TYPE_CHECKING:
     from ._core import RunHandle, Session
 
 
-class DatabricksLauncher(Launcher):
-    """Runs jobs through the Jobs API (runs/submit). Besides Hydra's batch `launch()`, it offers `submit()`,
-    `wait_any()`, `attach()` and `close()` for an asynchronous sweeper; see config.DatabricksLauncherConf."""
+class DatabricksLauncher(AttachableLauncher):
+    """Runs jobs through the Jobs API (runs/submit). Besides Hydra's batch `launch()`, it is an
+    AttachableLauncher: its runs go on when the driver stops, and a later driver attaches to them by run id;
+    see config.DatabricksLauncherConf."""
+
+    poll_s: ClassVar[float] = 0.05
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -51,16 +55,10 @@ class DatabricksLauncher(Launcher):
         """Submit one job as a Databricks run; the handle has `run_id`, `run_page_url` and `external_id`."""
         return self.session().submit(overrides, job_idx, env or {})
 
-    def attach(self, run_id: Any, job_idx: int, env: Mapping[str, str] | None = None) -> RunHandle:
-        """A handle on a run submitted earlier (by a driver that stopped); raises LookupError when the
-        workspace does not know it."""
-        return self.session().attach(run_id, job_idx, env or {})
-
-    def wait_any(self, handles: Sequence[RunHandle], timeout: float | None = None) -> list[RunHandle]:
-        """Wait until at least one of `handles` is done (or `timeout` seconds); return the done ones."""
-        from ._core import wait_any
-
-        return wait_any(handles, timeout)
+    def attach(self, external_id: str | int, job_idx: int, env: Mapping[str, str] | None = None) -> RunHandle:
+        """A handle on a run submitted earlier (by a driver that stopped), by its run id; raises LookupError
+        when the workspace does not know it."""
+        return self.session().attach(external_id, job_idx, env or {})
 
     def close(self) -> None:
         """Cancel the runs still going and forget the session."""

@@ -24,13 +24,15 @@ import cloudpickle
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 
+from sweeps.launching import JobHandle
+
 from .local_launcher import LocalLauncher
 
 log = logging.getLogger(__name__)
 
 WORKER_MODULE = "hydra_plugins.sweeps_local_launcher._worker"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-POLL_S = 0.02
+POLL_S = LocalLauncher.poll_s
 # A slot starts its next process this long after its job started, not to slow the job's own start-up.
 PRESTART_DELAY_S = 1.0
 WORKDIR_PREFIX = "sweeps_local_"
@@ -97,8 +99,10 @@ def failed_return(overrides: Sequence[str], error: BaseException) -> JobReturn:
     return ret
 
 
-class JobHandle:
+class ProcessHandle(JobHandle):
     """One job running in its own process group."""
+
+    poll_s = POLL_S
 
     def __init__(
         self,
@@ -149,14 +153,6 @@ class JobHandle:
             return False
         self.ended = time.time()
         self.slot.release(self)
-        return True
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(POLL_S)
         return True
 
     def result(self) -> JobReturn:
@@ -213,7 +209,7 @@ class Slot:
     env: dict[str, str]
     warm: bool = True
     setup: Path | None = None
-    job: JobHandle | None = None
+    job: ProcessHandle | None = None
     spare: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     exiting: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
 
@@ -221,7 +217,7 @@ class Slot:
     def free(self) -> bool:
         return self.job is None or self.job.done()
 
-    def release(self, job: JobHandle, exiting: bool = False) -> None:
+    def release(self, job: ProcessHandle, exiting: bool = False) -> None:
         if self.job is job:
             self.job = None
         if exiting:
@@ -320,10 +316,10 @@ class SlotPool:
     def free_slots(self) -> int:
         return sum(slot.free for slot in self.slots)
 
-    def running(self) -> list[JobHandle]:
+    def running(self) -> list[ProcessHandle]:
         return [s.job for s in self.slots if s.job is not None and not s.job.done()]
 
-    def submit(self, overrides: Sequence[str], job_idx: int, env: Mapping[str, str]) -> JobHandle:
+    def submit(self, overrides: Sequence[str], job_idx: int, env: Mapping[str, str]) -> ProcessHandle:
         launcher = self.launcher
         assert launcher.config is not None and launcher.hydra_context is not None
         assert launcher.task_function is not None
@@ -339,7 +335,7 @@ class SlotPool:
         result_path = Path(self.workdir) / f"job_{job_idx}_{time.monotonic_ns()}.out"
         request = {"idx": job_idx, "overrides": list(overrides), "env": dict(env), "result": str(result_path)}
         proc = self._start(slot, (json.dumps(request) + "\n").encode())
-        handle = JobHandle(proc, job_idx, overrides, result_path, slot, launcher.cancel_grace_s)
+        handle = ProcessHandle(proc, job_idx, overrides, result_path, slot, launcher.cancel_grace_s)
         slot.job = handle
         return handle
 
@@ -374,12 +370,6 @@ class SlotPool:
 
     def close(self) -> None:
         self._finalizer()
-
-
-def wait_any(handles: Sequence[JobHandle], timeout: float | None = None) -> list[JobHandle]:
-    from sweeps.launching import wait_any
-
-    return wait_any(handles, timeout, POLL_S)
 
 
 def launch(

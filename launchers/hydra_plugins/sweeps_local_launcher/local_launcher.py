@@ -1,26 +1,29 @@
-"""`hydra/launcher=sweeps_local`: each job in its own process, one job per slot at a time."""
+"""`hydra/launcher=sweeps_local`: each job in its own process, one job per slot at a time; the work lives in
+`_core`."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hydra.core.utils import JobReturn
-from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from sweeps.launching import AsyncLauncher
+
 if TYPE_CHECKING:
-    from ._core import JobHandle, SlotPool
+    from ._core import ProcessHandle, SlotPool
 
 log = logging.getLogger(__name__)
 
 
-class LocalLauncher(Launcher):
-    """Runs jobs as local subprocesses. Besides Hydra's batch `launch()`, it offers `submit()`,
-    `wait_any()` and `close()`, which an asynchronous sweeper uses to start a job as soon as a slot
-    frees up."""
+class LocalLauncher(AsyncLauncher):
+    """Runs jobs as local subprocesses, one per slot (a slot: GPUs and CPU threads of its own). Besides Hydra's
+    batch `launch()`, it is an AsyncLauncher: an asynchronous sweeper starts a job as soon as a slot frees up."""
+
+    poll_s: ClassVar[float] = 0.02
 
     def __init__(
         self,
@@ -62,15 +65,9 @@ class LocalLauncher(Launcher):
         """Number of jobs this launcher runs at once."""
         return self.pool().n_slots
 
-    def submit(self, overrides: Sequence[str], job_idx: int, env: Mapping[str, str] | None = None) -> JobHandle:
+    def submit(self, overrides: Sequence[str], job_idx: int, env: Mapping[str, str] | None = None) -> ProcessHandle:
         """Start one job on a free slot (raises RuntimeError when every slot is busy)."""
         return self.pool().submit(overrides, job_idx, env or {})
-
-    def wait_any(self, handles: Sequence[JobHandle], timeout: float | None = None) -> list[JobHandle]:
-        """Wait until at least one of `handles` is done (or `timeout` seconds); return the done ones."""
-        from ._core import wait_any
-
-        return wait_any(handles, timeout)
 
     def close(self) -> None:
         """Cancel running jobs and stop the prestarted processes."""

@@ -1,42 +1,36 @@
-"""The sweep: check every input, open the study, then keep every slot busy until the budget is spent.
+"""The sweep's loop: keep every slot busy until the budget is spent, then the results.
 
-With a launcher that has `submit()` (hydra/launcher=sweeps_local), a trial starts as soon as a slot
-frees up; with any other launcher, trials run in batches of `workers` through `launch()`. Either way
-the driver reads each trial's progress file, reports to Optuna and decides pruning; only the driver
-writes to the study.
+`run_sweep()` prepares the sweep (`_prepare`: every input checked before any trial) and runs the loop.
+With an asynchronous launcher (sweeps.launching.AsyncLauncher: sweeps_local, sweeps_databricks), a trial
+starts as soon as a slot frees up; with any other launcher, trials run in batches of `workers` through
+`launch()`. Either way the driver reads each trial's progress (sweeps.channel), reports to Optuna and
+decides pruning; only the driver writes to the study.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import logging
-import math
-import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.plugins.launcher import Launcher
-from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from hydra.core.utils import JobReturn
+from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from sweeps.errors import ConfigError, exit_on_config_error, mark_started
+from sweeps import channel
+from sweeps.channel import ProgressReader
+from sweeps.errors import exit_on_config_error, mark_started
+from sweeps.launching import AsyncLauncher, AttachableLauncher, JobHandle
 
-from . import _search_space, _study
-from ._options import Options, key, plain
-from ._progress import ProgressReader
+from . import _outcome, _search_space, _signals, _study
+from ._options import key
+from ._prepare import Plan, prepare
 from .optuna_sweeper import SweepsOptunaSweeper
 
 log = logging.getLogger(__name__)
@@ -47,9 +41,7 @@ INTERRUPTED_EXIT = 130
 def run_sweep(sweeper: SweepsOptunaSweeper, arguments: list[str]) -> dict[str, Any] | None:
     """Body of `sweep()`: bad input exits with status 2 before any trial exists."""
     with exit_on_config_error():
-        driver = Driver(sweeper)
-        driver.prepare(arguments)
-        return driver.run()
+        return Driver(prepare(sweeper, arguments)).run()
 
 
 @dataclass
@@ -60,7 +52,7 @@ class Running:
     overrides: list[str]
     progress: ProgressReader
     prune_file: Path
-    handle: Any = None
+    handle: JobHandle | None = None
     prune_requested: bool = False
     told: bool = False
 
@@ -73,180 +65,44 @@ class Counts:
 
 
 class Driver:
-    def __init__(self, sweeper: SweepsOptunaSweeper) -> None:
-        assert sweeper.config is not None and sweeper.hydra_context is not None
-        self.config = sweeper.config
-        self.hydra_context = sweeper.hydra_context
-        self.task_function = sweeper.task_function
-        self.raw_options = sweeper.options
-        self.sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+    """The loop of one sweep: asks Optuna for trials, runs them on the plan's launcher, tells the outcomes."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
         self.counts = Counts()
         self.running: dict[int, Running] = {}
         self.finishing: list[Running] = []  # ended, not yet told
-        self.draining: list[Any] = []
+        self.draining: list[JobHandle] = []
         self.stop_reason: str | None = None
         self.failure_limit_hit = False
-        self.parent_run: Any = None
-        self.interrupt_signal: int | None = None
-
-    # ---------------------------------------------------------------- checks, before any trial
-    def prepare(self, arguments: list[str]) -> None:
-        errors = []
-        try:
-            self.opts = Options.parse(self.raw_options)
-        except ConfigError as e:
-            errors += e.errors
-        params = plain(self.raw_options.get("params")) or {}
-        entries = [(_param_line(k, v), key(f"params.{k}")) for k, v in dict(params).items()]
-        entries += [(a, a.split("=", 1)[0]) for a in arguments]
-        try:
-            self.space = _search_space.parse(entries)
-        except ConfigError as e:
-            errors += e.errors
-        if errors:
-            raise ConfigError(*errors)
-        opts = self.opts
-        if not self.space.params and not opts.custom_search_space:
-            log.warning(f"The search space is empty ({key('params')}): every trial runs the same config")
-        self.custom = self._function(opts.custom_search_space, "custom_search_space")
-        preflight = self._function(opts.preflight, "preflight")
-        self.finish = self._function(opts.finish, "finish")
-        self.task_cfg: DictConfig | None = None
-
-        name = opts.sampler["name"]
-        _study.check_sampler_packages(name, key("sampler.name"))
-        grid = None
-        if name == "grid":
-            names = {n: key(f"params.{n}") if n in opts.params else n for n in self.space.params}
-            grid = self.space.grid(names)
-            size = math.prod(len(v) for v in grid.values())
-            if size < opts.n_trials:
-                log.info(f"Grid of {size} points: n_trials {opts.n_trials} -> {size}")
-                opts.n_trials = size
-        self.pruner = _study.make_pruner(opts.pruner, key("pruner"))
-        self.multi = len(opts.directions) > 1
-
-        self.launcher = self._launcher()
-        self.asynchronous = callable(getattr(self.launcher, "submit", None))
-        slots = getattr(self.launcher, "slots", None) if self.asynchronous else None
-        self.slots = int(slots) if slots else (opts.workers or 1)
-        self.sampler = _study.make_sampler(
-            name, opts.sampler.get("seed"), opts.sampler.get("kwargs") or {}, key("sampler.name"), grid, self.slots
-        )
-
-        self._check_configs(preflight)
-
-        self.storage_url = opts.storage or _study.default_storage(self._outputs_dir())
-        self.study_name = opts.study_name or self._default_study_name(arguments)
-        self.storage = _study.open_storage(self.storage_url, key("storage"))
-        stored = _study.stored_directions(self.storage, self.study_name)
-        if stored is not None and stored != opts.directions:
-            raise ConfigError(
-                f"{key('direction')}={opts.directions if self.multi else opts.directions[0]}: study "
-                f"'{self.study_name}' was created with {len(stored)} objective(s) {stored}; use the same "
-                f"direction(s) or another {key('study_name')}"
-            )
-        existing = _study.trial_count(self.storage, self.study_name)
-        seed = opts.sampler.get("seed")
-        if existing and seed is not None:
-            # a resumed study must not replay the suggestions of its first run
-            self.sampler = _study.make_sampler(
-                name, seed + existing, opts.sampler.get("kwargs") or {}, key("sampler.name"), grid, self.slots
-            )
-
-    def _function(self, path: str | None, option: str) -> Callable[..., Any] | None:
-        if not path:
-            return None
-        try:
-            return get_method(path)
-        except Exception as e:
-            raise ConfigError(
-                f"{key(option)}={path}: cannot import this function ({_search_space.first_line(e)}); "
-                "give a dotted path module.function"
-            ) from e
-
-    def _outputs_dir(self) -> Path:
-        """$SWEEPS_OUTPUTS, else outputs/ under the directory the command ran in."""
-        if os.environ.get("SWEEPS_OUTPUTS"):
-            return Path(os.environ["SWEEPS_OUTPUTS"]).resolve()
-        return Path(str(self.config.hydra.runtime.cwd)) / "outputs"
-
-    def _default_study_name(self, arguments: list[str]) -> str:
-        basis = {
-            "params": sorted(_param_line(k, v) for k, v in self.opts.params.items()),
-            "arguments": sorted(arguments),
-            "directions": self.opts.directions,
-            "config": str(self.config.hydra.job.config_name),
-        }
-        digest = hashlib.sha1(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.config.hydra.job.name}-{digest}"
-
-    def _launcher(self) -> Launcher:
-        """The configured launcher; with `workers` set, its n_jobs (when it has one) becomes workers."""
-        workers = self.opts.workers
-        launcher_cfg = self.config.hydra.launcher
-        if workers is not None and "n_jobs" in launcher_cfg:
-            with read_write(launcher_cfg), open_dict(launcher_cfg):
-                launcher_cfg.n_jobs = workers
-        launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=self.hydra_context, task_function=self.task_function, config=self.config
-        )
-        return launcher
-
-    def _check_configs(self, preflight: Callable[[DictConfig], None] | None) -> None:
-        """Compose the job config for parameter sets covering every choice; then run the preflight."""
-        loader = self.hydra_context.config_loader
-        first: DictConfig | None = None
-        for values in self.space.example_values()[:64]:
-            overrides = self.space.overrides(values)
-            try:
-                cfg = loader.load_sweep_config(self.config, overrides)
-            except Exception as e:
-                raise ConfigError(
-                    f"{' '.join(overrides)}: this trial's config cannot be composed "
-                    f"({_search_space.first_line(e)}); fix the search space or the config"
-                ) from e
-            first = first or cfg
-        if first is None:
-            return
-        task_cfg = copy.deepcopy(first)
-        with read_write(task_cfg), open_dict(task_cfg):
-            del task_cfg["hydra"]
-        self.task_cfg = task_cfg
-        if preflight is None:
-            return
-        saved = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(first)
-        try:
-            preflight(task_cfg)
-        finally:
-            if saved is not None:
-                HydraConfig.instance().cfg = saved
+        self.tracker: Any = None
+        self.parent_run: str | None = None
+        self.interrupts = _signals.Deferred()
 
     # ---------------------------------------------------------------- the sweep
     def run(self) -> dict[str, Any] | None:
-        opts = self.opts
+        plan, opts = self.plan, self.plan.opts
         mark_started()  # from here on a failure is the sweep's, not bad input
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(plan.config, plan.sweep_dir / "multirun.yaml")
         self.study = optuna.create_study(
-            study_name=self.study_name,
-            storage=self.storage,
-            sampler=self.sampler,
-            pruner=self.pruner,
+            study_name=plan.study_name,
+            storage=plan.storage,
+            sampler=plan.sampler,
+            pruner=plan.pruner,
             directions=opts.directions,
             load_if_exists=True,
         )
         self._start_tracking()
         reattached = self._reattach()
-        stale = _study.fail_stale_trials(self.study, self.storage, keep=set(reattached))
+        stale = _study.fail_stale_trials(self.study, plan.storage, keep=set(reattached))
         trials = self.study.get_trials(deepcopy=False)
         self.counts.finished = sum(_study.counts_toward_budget(t) for t in trials)
         self.counts.failed = sum(_study.counted_failure(t) for t in trials)
-        mode = f"{self.slots} slots, asynchronous" if self.asynchronous else f"batches of {self.slots}"
+        mode = f"{plan.slots} slots, asynchronous" if plan.asynchronous else f"batches of {plan.slots}"
         log.info(
-            f"Study {self.study_name} in {_study.masked(self.storage_url)}: {self.counts.finished} of "
-            f"{opts.n_trials} trials done; sampler {opts.sampler['name']}, pruner {self.pruner_name()}, "
+            f"Study {plan.study_name} in {_study.masked(plan.storage_url)}: {self.counts.finished} of "
+            f"{opts.n_trials} trials done; sampler {opts.sampler['name']}, pruner {plan.pruner_name}, "
             f"directions {opts.directions}; {mode}"
         )
         if reattached:
@@ -257,19 +113,18 @@ class Driver:
             )
         self.started = time.monotonic()
         try:
-            if self.asynchronous:
-                with self._deferred_interrupts():
+            if plan.asynchronous:
+                with self.interrupts.active():
                     self._run_async()
             else:
-                with _interrupt_on_sigterm():
+                with _signals.interrupt_on_sigterm():
                     self._run_batches()
         except KeyboardInterrupt:
             self._interrupt()
             raise SystemExit(INTERRUPTED_EXIT) from None
         finally:
-            close = getattr(self.launcher, "close", None)
-            if callable(close):
-                close()
+            if isinstance(plan.launcher, AsyncLauncher):
+                plan.launcher.close()
         results = self._results()
         self._end_tracking(results)
         if self.failure_limit_hit:
@@ -277,18 +132,15 @@ class Driver:
                 f"sweep stopped: {self.counts.failed} of {opts.n_trials} trials failed, more than "
                 f"{key('max_failure_rate')}={opts.max_failure_rate}; last error: {self.counts.last_error}"
             )
-        if self.finish is not None and self.task_cfg is not None and results.get("best_trial") is not None:
+        if plan.finish is not None and plan.task_cfg is not None and results.get("best_trial") is not None:
             with exit_on_config_error():
-                self.finish(self.task_cfg, self.study_name)
+                plan.finish(plan.task_cfg, plan.study_name)
         return results
-
-    def pruner_name(self) -> str:
-        return "none (several objectives)" if self.multi else str(self.opts.pruner.get("name"))
 
     def _may_start(self) -> bool:
         if self.stop_reason is not None:
             return False
-        opts = self.opts
+        opts = self.plan.opts
         if self.counts.failed > opts.max_failure_rate * opts.n_trials:
             self.failure_limit_hit = True
             self._stop(f"{self.counts.failed} trials failed (max_failure_rate={opts.max_failure_rate})")
@@ -303,54 +155,26 @@ class Driver:
         log.warning(f"No new trials: {reason}; waiting for {len(self.running)} running trial(s)")
 
     def _new_trial(self) -> Running:
-        trial = self.study.ask(fixed_distributions=self.space.distributions)
-        if self.custom is not None:
-            self.custom(self.config, trial)
-        overrides = self.space.overrides(dict(trial.params))
-        trial_dir = self.sweep_dir / ".trials" / str(trial.number)
+        trial = self.study.ask(fixed_distributions=self.plan.space.distributions)
+        if self.plan.custom is not None:
+            self.plan.custom(self.plan.config, trial)
+        overrides = self.plan.space.overrides(dict(trial.params))
+        trial_dir = self.plan.sweep_dir / ".trials" / str(trial.number)
         trial_dir.mkdir(parents=True, exist_ok=True)
         return Running(trial, overrides, ProgressReader(trial_dir / "progress.jsonl"), trial_dir / "prune")
 
     def _env(self, run: Running) -> dict[str, str]:
-        env = {
-            "SWEEPS_PROGRESS_FILE": str(run.progress.path),
-            "SWEEPS_PRUNE_FILE": str(run.prune_file),
-            "SWEEPS_STUDY_NAME": self.study_name,
-            "SWEEPS_TRIAL_NUMBER": str(run.trial.number),
-        }
-        if self.parent_run is not None:
-            env["SWEEPS_PARENT_RUN_ID"] = self.parent_run
-        return env
-
-    @contextmanager
-    def _deferred_interrupts(self) -> Iterator[None]:
-        """Ctrl-C and SIGTERM take effect between storage writes, never in the middle of one."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.interrupt_signal is None:
-                log.warning(f"{signal.Signals(signum).name}: stopping the sweep")
-            self.interrupt_signal = signum
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-    def _check_interrupt(self) -> None:
-        if self.interrupt_signal is not None:
-            raise KeyboardInterrupt(signal.Signals(self.interrupt_signal).name)
+        return channel.trial_env(
+            run.progress.path, run.prune_file, self.plan.study_name, run.trial.number, self.parent_run
+        )
 
     def _run_async(self) -> None:
         """Refill free slots first, then tell Optuna about the trials that just ended."""
-        launcher: Any = self.launcher
+        launcher = self.plan.launcher
+        assert isinstance(launcher, AsyncLauncher)
         while True:
-            self._check_interrupt()
-            while len(self.running) + len(self.draining) < self.slots and self._may_start():
+            self.interrupts.check()
+            while len(self.running) + len(self.draining) < self.plan.slots and self._may_start():
                 run = self._new_trial()
                 self.running[run.trial.number] = run
                 run.handle = launcher.submit(run.overrides, run.trial.number, self._env(run))
@@ -362,7 +186,7 @@ class Driver:
             if not self.running and not self.draining:
                 return
             handles = [r.handle for r in self.running.values()] + self.draining
-            done = {id(h) for h in launcher.wait_any(handles, self.opts.poll_interval)}
+            done = {id(h) for h in launcher.wait_any(handles, self.plan.opts.poll_interval)}
             self.draining = [h for h in self.draining if id(h) not in done]
             for number, run in list(self.running.items()):
                 if id(run.handle) in done:
@@ -377,27 +201,26 @@ class Driver:
     def _remember(self, run: Running) -> None:
         """What a later driver needs to attach to this trial's job again, if the launcher can."""
         run.trial.set_user_attr("overrides", run.overrides)
-        external_id = getattr(run.handle, "external_id", None)
-        if external_id is not None:
-            run.trial.set_user_attr(_study.EXTERNAL_ID, external_id)
+        assert run.handle is not None
+        if run.handle.external_id is not None:
+            run.trial.set_user_attr(_study.EXTERNAL_ID, run.handle.external_id)
             run.trial.set_user_attr(_study.PROGRESS_FILE, str(run.progress.path))
-            external_url = getattr(run.handle, "external_url", None)
-            if external_url:
-                run.trial.set_user_attr("sweeps:external_url", external_url)
+            if run.handle.external_url:
+                run.trial.set_user_attr("sweeps:external_url", run.handle.external_url)
 
     def _reattach(self) -> list[int]:
-        """Trials a stopped driver left RUNNING whose jobs still run (a launcher with `attach()`, e.g.
-        remote clusters): watch them again instead of failing them."""
-        attach = getattr(self.launcher, "attach", None)
-        if not self.asynchronous or not callable(attach):
+        """Trials a stopped driver left RUNNING whose jobs still run (an AttachableLauncher, e.g. remote
+        clusters): watch them again instead of failing them."""
+        launcher = self.plan.launcher
+        if not isinstance(launcher, AttachableLauncher):
             return []
-        study_id = self.storage.get_study_id_from_name(self.study_name)
+        study_id = self.plan.storage.get_study_id_from_name(self.plan.study_name)
         numbers = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             external_id, progress = t.user_attrs.get(_study.EXTERNAL_ID), t.user_attrs.get(_study.PROGRESS_FILE)
             if external_id is None or progress is None:
                 continue
-            trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            trial_id = self.plan.storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             run = Running(
                 Trial(self.study, trial_id),
                 list(t.user_attrs.get("overrides", [])),
@@ -406,7 +229,7 @@ class Driver:
             )
             run.progress.last_step = max(t.intermediate_values, default=None)
             try:
-                run.handle = attach(external_id, t.number, self._env(run))
+                run.handle = launcher.attach(external_id, t.number, self._env(run))
             except Exception as e:
                 log.info(f"Trial {t.number}: its job {external_id} cannot be attached again ({e})")
                 continue
@@ -416,7 +239,7 @@ class Driver:
 
     def _run_batches(self) -> None:
         while self._may_start():
-            size = min(self.slots, self.opts.n_trials - self.counts.finished)
+            size = min(self.plan.slots, self.plan.opts.n_trials - self.counts.finished)
             runs = [self._new_trial() for _ in range(size)]
             for run in runs:
                 self.running[run.trial.number] = run
@@ -425,7 +248,7 @@ class Driver:
                 run.trial.set_user_attr("overrides", run.overrides)
                 log.info(f"Trial {run.trial.number} queued: {' '.join(run.overrides)}")
             with self._watch(runs):
-                returns = self.launcher.launch(batch, initial_job_idx=runs[0].trial.number)
+                returns = self.plan.launcher.launch(batch, initial_job_idx=runs[0].trial.number)
             for run, ret in zip(runs, returns, strict=True):
                 del self.running[run.trial.number]
                 self._finish(run, ret)
@@ -436,7 +259,7 @@ class Driver:
         stop = threading.Event()
 
         def poll() -> None:
-            while not stop.wait(self.opts.poll_interval):
+            while not stop.wait(self.plan.opts.poll_interval):
                 for run in runs:
                     if not run.prune_requested:
                         self._check_progress(run)
@@ -452,14 +275,14 @@ class Driver:
     def _check_progress(self, run: Running, decide: bool = True) -> bool:
         """Report new progress lines; True when the trial should be pruned (its prune file is then written)."""
         reports = run.progress.read()
-        if self.multi or not reports:
+        if self.plan.multi or not reports:
             return False
         for step, value in reports:
             run.trial.report(value, step)
         if not decide or not run.trial.should_prune():
             return False
         run.prune_requested = True
-        run.prune_file.touch()
+        channel.request_prune(run.prune_file)
         return True
 
     def _tell_pruned(self, run: Running) -> None:
@@ -473,7 +296,7 @@ class Driver:
             return
         self._check_progress(run, decide=False)
         trial = run.trial
-        job_dir = _job_dir(ret)
+        job_dir = _outcome.job_dir(ret)
         if job_dir:
             trial.set_user_attr("job_dir", job_dir)
         if run.prune_requested:
@@ -481,15 +304,15 @@ class Driver:
             return
         if run.progress.last_step is not None:
             trial.set_user_attr("last_step", run.progress.last_step)
-        error = _job_error(ret)
+        error = _outcome.job_error(ret)
         if error is None:
             try:
-                values = self._values(ret.return_value)
+                values = _outcome.values(ret.return_value, len(self.plan.opts.directions), self.plan.opts.metric)
             except ValueError as e:
                 error = str(e)
             else:
                 self._tell(run, TrialState.COMPLETE, values)
-                log.info(f"Trial {trial.number} finished: {values if self.multi else values[0]}")
+                log.info(f"Trial {trial.number} finished: {values if self.plan.multi else values[0]}")
                 return
         trial.set_user_attr("error", error[:2000])
         self._tell(run, TrialState.FAIL)
@@ -506,33 +329,9 @@ class Driver:
                 raise
         self.counts.finished += 1
 
-    def _values(self, value: Any) -> list[float]:
-        """The objective value(s) from a job's return value."""
-        n = len(self.opts.directions)
-        if isinstance(value, Mapping):
-            if not self.opts.metric:
-                raise ValueError(
-                    f"the job returned a dict ({sorted(value)}); set {key('metric')} to the key(s) to optimise"
-                )
-            missing = [m for m in self.opts.metric if m not in value]
-            if missing:
-                raise ValueError(f"the job's result has no {missing} (keys: {sorted(value)})")
-            value = [value[m] for m in self.opts.metric]
-        raw = list(value) if isinstance(value, (list, tuple)) else [value]
-        try:
-            values = [float(v) for v in raw]
-        except (TypeError, ValueError):
-            raise ValueError(f"the job returned {value!r}; it must return {n} number(s)") from None
-        if len(values) != n:
-            raise ValueError(f"the job returned {len(values)} value(s) for {n} direction(s)")
-        if any(math.isnan(v) for v in values):
-            raise ValueError(f"the job returned NaN ({values})")
-        return values
-
     def _interrupt(self) -> None:
         """Ctrl-C or SIGTERM: end the running jobs, mark their trials so a rerun repeats them."""
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with _signals.ignored():
             while self.finishing:
                 run = self.finishing.pop(0)
                 self._finish(run, run.handle.result())
@@ -554,9 +353,6 @@ class Driver:
             )
             self.running.clear()
             self._end_tracking(None, status="KILLED")
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     # ---------------------------------------------------------------- results
     def _results(self) -> dict[str, Any]:
@@ -566,12 +362,12 @@ class Driver:
             states[t.state.name] = states.get(t.state.name, 0) + 1
         results: dict[str, Any] = {
             "name": "sweeps_optuna",
-            "study_name": self.study_name,
-            "storage": _study.masked(self.storage_url),
+            "study_name": self.plan.study_name,
+            "storage": _study.masked(self.plan.storage_url),
             "trials": states,
         }
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if self.multi:
+        if self.plan.multi:
             best = self.study.best_trials if complete else []
             results["solutions"] = [{"number": t.number, "params": t.params, "values": t.values} for t in best]
             log.info(f"Pareto front: {len(best)} trial(s)")
@@ -582,64 +378,22 @@ class Driver:
         else:
             results.update(best_trial=None, best_params=None, best_value=None)
             log.warning("No trial completed")
-        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+        OmegaConf.save(OmegaConf.create(results), self.plan.sweep_dir / "optimization_results.yaml")
         return results
 
     # ---------------------------------------------------------------- MLflow parent run
     def _start_tracking(self) -> None:
         from . import _tracking
 
-        self.tracker = _tracking.ParentRun.start(self)
+        self.tracker = _tracking.ParentRun.start(self.plan, self.study)
         self.parent_run = self.tracker.run_id if self.tracker else None
 
     def _end_tracking(self, results: dict[str, Any] | None, status: str = "FINISHED") -> None:
-        tracker = getattr(self, "tracker", None)
-        if tracker is not None:
-            tracker.end(self.study, results, status)
+        if self.tracker is not None:
+            self.tracker.end(self.study, results, status)
             self.tracker = None
-
-
-def _param_line(name: str, value: Any) -> str:
-    """`name=expression` for a `params` entry (a YAML number or list is a fixed value)."""
-    if isinstance(value, str):
-        return f"{name}={value}"
-    if isinstance(value, (list, dict)):
-        return f"{name}={_search_space.compact(value)}"
-    return f"{name}={_search_space.format_value(value)}"
 
 
 def _env_overrides(env: Mapping[str, str]) -> list[str]:
     """The trial's environment as Hydra overrides, for launchers without submit(env=...)."""
     return [f"++hydra.job.env_set.{k}={_search_space.format_value(v)}" for k, v in env.items()]
-
-
-def _job_dir(ret: JobReturn) -> str | None:
-    if ret.hydra_cfg is None:
-        return None
-    return OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None)
-
-
-def _job_error(ret: JobReturn) -> str | None:
-    if ret.status == JobStatus.COMPLETED:
-        return None
-    error = ret._return_value
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}".strip()
-    return f"job failed: {error}"
-
-
-@contextmanager
-def _interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM stops the sweep as Ctrl-C does (trials marked, jobs ended)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 if TYPE_CHECKING:
-    from ._core import Driver
+    from ._prepare import Plan
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,9 @@ class ParentRun:
         self.run_id = run_id
 
     @classmethod
-    def start(cls, driver: Driver) -> ParentRun | None:
-        tracking_cfg = OmegaConf.select(driver.config, "tracking", default=None)
+    def start(cls, plan: Plan, study: optuna.Study) -> ParentRun | None:
+        """The study's parent run, resumed or created (None when the app does not track)."""
+        tracking_cfg = OmegaConf.select(plan.config, "tracking", default=None)
         if tracking_cfg is None:
             return None
         try:
@@ -41,7 +42,6 @@ class ParentRun:
 
         experiment_id = tracking.use(tracking_cfg)
         client = MlflowClient()
-        study = driver.study
         run_id = study.user_attrs.get(RUN_ID_ATTR)
         if run_id is not None:
             try:
@@ -51,24 +51,22 @@ class ParentRun:
                 return cls(client, run_id)
             except Exception:
                 log.warning(f"MLflow parent run {run_id} of this study is gone; starting a new one")
-        opts = driver.opts
+        opts = plan.opts
         tags = {
-            "sweeps.study": driver.study_name,
+            "sweeps.study": plan.study_name,
             "sweeps.sampler": str(opts.sampler["name"]),
-            "sweeps.pruner": driver.pruner_name(),
+            "sweeps.pruner": plan.pruner_name,
             "sweeps.directions": ",".join(opts.directions),
             **({"sweeps.objective": ",".join(opts.metric)} if opts.metric else {}),
             "sweeps.kind": "sweep",
             **tracking.provenance_tags(),
         }
-        run = client.create_run(experiment_id, run_name=driver.study_name, tags=tags)
+        run = client.create_run(experiment_id, run_name=plan.study_name, tags=tags)
         run_id = run.info.run_id
         study.set_user_attr(RUN_ID_ATTR, run_id)
-        params = {f"space.{name}": str(d)[:6000] for name, d in driver.space.distributions.items()}
-        params.update({f"fixed.{name}": line.split("=", 1)[1] for name, line in driver.space.fixed.items()})
-        params.update(
-            n_trials=str(opts.n_trials), workers=str(driver.slots), sampler_seed=str(opts.sampler.get("seed"))
-        )
+        params = {f"space.{name}": str(d)[:6000] for name, d in plan.space.distributions.items()}
+        params.update({f"fixed.{name}": line.split("=", 1)[1] for name, line in plan.space.fixed.items()})
+        params.update(n_trials=str(opts.n_trials), workers=str(plan.slots), sampler_seed=str(opts.sampler.get("seed")))
         client.log_batch(run_id, params=_params(params))
         log.info(f"MLflow parent run {run_id}")
         return cls(client, run_id)

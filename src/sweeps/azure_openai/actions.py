@@ -36,8 +36,7 @@ from sweeps.azure_openai.finetune import (
     hyperparameters,
 )
 from sweeps.champion import EvalSet, chat_eval, comparison, load_champion, load_data, log_eval, system_message
-from sweeps.deploy import DeployError
-from sweeps.errors import ConfigError
+from sweeps.errors import ConfigError, DeployError
 from sweeps.schema.deploy import AzureOpenAIDeployConfig
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from sweeps.azure_openai import StillRunning
 from sweeps.azure_openai.account import Account, _arm_reason
-from sweeps.deploy import DeployError
+from sweeps.errors import DeployError
 from sweeps.schema.deploy import AzureOpenAIDeployConfig
 
 if TYPE_CHECKING:

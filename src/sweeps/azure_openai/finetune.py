@@ -14,8 +14,7 @@ from omegaconf import DictConfig
 from sweeps.azure_openai import StillRunning
 from sweeps.azure_openai.account import Account, _account_key, _reason
 from sweeps.champion import Champion, EvalSet
-from sweeps.deploy import DeployError
-from sweeps.errors import ConfigError
+from sweeps.errors import ConfigError, DeployError
 from sweeps.schema.deploy import AzureOpenAIDeployConfig
 
 if TYPE_CHECKING:

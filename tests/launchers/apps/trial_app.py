@@ -1,4 +1,4 @@
-"""A trial that sleeps, reports a curve to $SWEEPS_PROGRESS_FILE and returns its last value."""
+"""A trial that sleeps, reports a curve to the sweeper (sweeps.channel) and returns its last value."""
 
 from __future__ import annotations
 
@@ -11,16 +11,22 @@ import hydra
 import optuna
 from omegaconf import DictConfig
 
+from sweeps import channel
 from sweeps.errors import ConfigError
 
 
 def record(cfg: DictConfig, event: str, **fields: object) -> None:
     if cfg.record:
-        line = {"event": event, "trial": int(os.environ.get("SWEEPS_TRIAL_NUMBER", -1)), "pid": os.getpid()}
-        line["parent_run"] = os.environ.get("SWEEPS_PARENT_RUN_ID")
+        line = {"event": event, "trial": _number(), "pid": os.getpid()}
+        line["parent_run"] = channel.parent_run_id()
         line.update(time=time.time(), x=cfg.x, y=cfg.y, **fields)
         with open(cfg.record, "a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+def _number() -> int:
+    number = channel.trial_number()
+    return -1 if number is None else number
 
 
 def curve(cfg: DictConfig, step: int) -> float:
@@ -41,12 +47,10 @@ def preflight(cfg: DictConfig) -> None:
 
 @hydra.main(version_base=None, config_path=".", config_name="trial")
 def main(cfg: DictConfig) -> float | list[float]:
-    number = int(os.environ.get("SWEEPS_TRIAL_NUMBER", -1))
+    number = _number()
     durations = list(cfg.durations)
     duration = durations[min(number, len(durations) - 1)] if number >= 0 else durations[0]
     record(cfg, "start")
-    progress = os.environ.get("SWEEPS_PROGRESS_FILE")
-    prune = os.environ.get("SWEEPS_PRUNE_FILE")
     value = float("nan")
     for step in range(1, cfg.steps + 1):
         time.sleep(duration / cfg.steps)
@@ -55,11 +59,9 @@ def main(cfg: DictConfig) -> float | list[float]:
         if number in cfg.crash_trials:
             os.kill(os.getpid(), signal.SIGKILL)
         value = curve(cfg, step)
-        if progress:
-            with open(progress, "a") as f:
-                f.write(json.dumps({"step": step, "value": value}) + "\n")
+        channel.report(step, value)
         record(cfg, "step", step=step)
-        if prune and os.path.exists(prune):
+        if channel.pruned():
             break
     record(cfg, "end", value=value)
     return [value, float(cfg.x)] if cfg.multi else value

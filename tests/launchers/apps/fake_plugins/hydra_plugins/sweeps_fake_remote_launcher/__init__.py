@@ -9,12 +9,12 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra_plugins.sweeps_local_launcher._core import JobHandle
 from hydra_plugins.sweeps_local_launcher.config import LocalLauncherConf
 from hydra_plugins.sweeps_local_launcher.local_launcher import LocalLauncher
+
+from sweeps.launching import AttachableLauncher, JobHandle
 
 
 @dataclass
@@ -29,19 +29,19 @@ def _registry() -> Path:
     return Path(os.environ["FAKE_REMOTE_REGISTRY"])
 
 
-class FakeRemoteLauncher(LocalLauncher):
+class FakeRemoteLauncher(LocalLauncher, AttachableLauncher):
     def submit(self, overrides: Sequence[str], job_idx: int, env: Mapping[str, str] | None = None) -> JobHandle:
         handle = super().submit(overrides, job_idx, env)
-        handle.external_id = f"fake-{job_idx}"  # type: ignore[attr-defined]
-        (_registry() / f"{handle.external_id}.json").write_text(json.dumps(list(overrides)))  # type: ignore[attr-defined]
+        handle.external_id = f"fake-{job_idx}"
+        (_registry() / f"{handle.external_id}.json").write_text(json.dumps(list(overrides)))
         return handle
 
-    def attach(self, run_id: Any, job_idx: int, env: Mapping[str, str] | None = None) -> JobHandle:
-        path = _registry() / f"{run_id}.json"
+    def attach(self, external_id: str, job_idx: int, env: Mapping[str, str] | None = None) -> JobHandle:
+        path = _registry() / f"{external_id}.json"
         if not path.exists():
-            raise LookupError(f"no run {run_id}")
+            raise LookupError(f"no run {external_id}")
         with open(_registry() / "attached.txt", "a") as f:
-            f.write(f"{run_id}\n")
+            f.write(f"{external_id}\n")
         handle = super().submit(json.loads(path.read_text()), job_idx, env)
-        handle.external_id = run_id  # type: ignore[attr-defined]
+        handle.external_id = external_id
         return handle
