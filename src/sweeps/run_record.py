@@ -103,7 +103,6 @@ def record(cfg: DictConfig, values: dict[str, float], final, out_dir: Path, net,
 
     from sweeps import metrics as scoring
 
-    mlflow.log_metrics(values, step=steps)
     (out_dir / "metrics.json").write_text(json.dumps(values, indent=2))
     mlflow.log_artifact(str(out_dir / "metrics.json"))
     png = scoring.confusion_png(
@@ -114,11 +113,11 @@ def record(cfg: DictConfig, values: dict[str, float], final, out_dir: Path, net,
     if checkpoint is not None:
         net.save_pretrained(checkpoint)
         tok.save_pretrained(checkpoint)
-    model_uri = None
+    model_uri = model_id = None
     if cfg.tracking.log_model:
-        model_uri = tracking.log_model(net, tok, cfg.model.task, cfg.tokenizer.max_length, values)
-    if model_uri:
+        model_uri, model_id = tracking.log_model(net, tok, cfg.model.task, cfg.tokenizer.max_length)
         mlflow.set_tag("model_uri", model_uri)
+    mlflow.log_metrics(values, step=steps, model_id=model_id)  # the run's, and its LoggedModel's
     mlflow.end_run()
     return checkpoint, model_uri
 

@@ -142,10 +142,10 @@ def log_dataset(frame, source: str, name: str, context: str, fingerprint: str) -
         mlflow.log_input(dataset, context=context)
 
 
-def log_model(net, tokenizer, task: str, max_length: int, metrics: dict[str, float] | None = None) -> str:
+def log_model(net, tokenizer, task: str, max_length: int) -> tuple[str, str]:
     """Log the model as an mlflow.transformers pipeline, so MLflow can load and serve it: inputs are truncated to
-    the `max_length` tokens it was trained on (a long review is answered, not an IndexError), and the LoggedModel
-    carries the run's final `metrics`."""
+    the `max_length` tokens it was trained on (a long review is answered, not an IndexError). Returns its URI and
+    LoggedModel id."""
     import mlflow
     import transformers
 
@@ -170,9 +170,7 @@ def log_model(net, tokenizer, task: str, max_length: int, metrics: dict[str, flo
         )
     finally:
         quiet.setLevel(level)
-    if metrics:
-        mlflow.log_metrics(metrics, model_id=info.model_id)
-    return info.model_uri
+    return info.model_uri, info.model_id
 
 
 def _versions(packages: tuple[str, ...]) -> dict[str, str]:
