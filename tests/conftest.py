@@ -43,7 +43,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{uri}/health", timeout=90)
+        wait_http(f"{uri}/health", timeout=300, proc=proc)
         yield uri
     finally:
         proc.terminate()

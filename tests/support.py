@@ -56,13 +56,18 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600, **env: str) -> sub
     )
 
 
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_http(url: str, timeout: float = 300.0, proc: subprocess.Popen | None = None) -> None:
+    """Wait for `url` to answer 200, as long as `proc` (the server) runs. The bound is a safety net for a hang, not
+    a speed test: a server that has exited fails at once, one that starts slowly on a loaded machine is waited for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the server for {url} exited with status {proc.returncode} before answering")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
-            time.sleep(0.3)
+            pass
+        time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")

@@ -8,6 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
 from support import OFFLINE_IMDB, cli_env, free_port, run_cli, wait_http
 
 HEAVY = ("torch", "transformers", "mlflow", "datasets", "pandas", "sklearn")
@@ -63,6 +64,7 @@ def test_info_and_experiment_preset(tmp_path: Path) -> None:
         assert expected in done.stdout, expected
 
 
+@pytest.mark.slow
 def test_multirun_grid_with_hydra_basic_launcher(tmp_path: Path) -> None:
     args = [
         *OFFLINE_IMDB,
@@ -84,6 +86,7 @@ def test_multirun_grid_with_hydra_basic_launcher(tmp_path: Path) -> None:
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_ui_serves_the_project_store(tmp_path: Path) -> None:
     import mlflow
 
@@ -100,7 +103,7 @@ def test_ui_serves_the_project_store(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=90)
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=300, proc=proc)
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search",
             data=json.dumps({"max_results": 10}).encode(),

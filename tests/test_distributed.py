@@ -89,6 +89,7 @@ def train_share(steps: int, size: int, grad_accum: int) -> list[float]:
     return weights.tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad_accum", [1, 2])
 def test_two_ranks_take_the_steps_one_process_takes_on_the_whole_batch(grad_accum: int) -> None:
     alone = np.array(train_share(steps=4, size=8, grad_accum=grad_accum))
@@ -121,6 +122,7 @@ def test_ranks_object_reads_the_launcher_environment(monkeypatch: pytest.MonkeyP
     assert not Ranks.from_env().main
 
 
+@pytest.mark.slow
 def test_a_failing_rank_is_reported_with_its_traceback() -> None:
     with pytest.raises(RuntimeError, match=r"rank \d of 2 failed:(.|\n)*ZeroDivisionError"):
         distributed.launch(_divide_by_rank, (), processes=2)
@@ -141,6 +143,7 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory):
     return cwd, done
 
 
+@pytest.mark.slow
 def test_two_processes_make_one_tracked_run(two_process_run) -> None:
     cwd, done = two_process_run
     import mlflow
@@ -156,6 +159,7 @@ def test_two_processes_make_one_tracked_run(two_process_run) -> None:
     assert metrics["accuracy"] == runs[0].data.metrics["accuracy"]
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_equals_the_whole_eval_set_scored_at_once(two_process_run) -> None:
     """The saved checkpoint, scored by one process over all 200 validation examples, gives the logged metrics."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -184,6 +188,7 @@ def _validation_split(cwd: Path):
     return pd.read_parquet(eval_file)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2])
 def test_sigterm_stops_every_rank_and_marks_the_run_killed(processes: int, tmp_path: Path) -> None:
     driver = subprocess.Popen(

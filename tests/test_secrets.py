@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from support import OFFLINE_IMDB, run_cli
 
 from sweeps.secrets import MASK, mask
@@ -23,6 +24,7 @@ def test_mask_hides_secret_keys_and_values(monkeypatch) -> None:
     assert flat == {"deploy.api_key": MASK, "x.url": f"https://h/?t={MASK}", "lr": 0.1}
 
 
+@pytest.mark.slow
 def test_no_secret_in_outputs_logs_or_mlflow(tmp_path: Path) -> None:
     args = [*OFFLINE_IMDB, "max_steps=4", "dataset.train_size=64", "dataset.validation_size=32", "dataset.test_size=32"]
     done = run_cli(["train", *args], tmp_path, **SECRETS)

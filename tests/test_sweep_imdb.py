@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from support import OFFLINE_IMDB, ROOT, cli_env, free_port, run_cli, wait_http
 
+# a sweep of real trials, then the MLflow UI in Chromium
+pytestmark = pytest.mark.slow
+
 TRIALS = 6
 SWEEP = [
     "-m",
@@ -122,15 +125,15 @@ def test_mlflow_ui_lists_the_sweep_in_chromium(sweep) -> None:
         "--disable-sync",
     ]
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=90)
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=300, proc=server)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=flags)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs")
-            page.get_by_text("imdb-tiny", exact=True).wait_for(timeout=60_000)
+            page.get_by_text("imdb-tiny", exact=True).wait_for(timeout=300_000)
             page.locator("button:near(:text-is('imdb-tiny'))").first.click()  # expand the parent run
             for number in range(TRIALS):
-                page.get_by_text(f"imdb-tiny-trial-{number}", exact=True).wait_for(timeout=30_000)
+                page.get_by_text(f"imdb-tiny-trial-{number}", exact=True).wait_for(timeout=120_000)
             SCREENSHOTS.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "mlflow_ui_sweep.png"))
             browser.close()

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from support import OFFLINE_IMDB, run_cli
 
+# real training runs
+pytestmark = pytest.mark.slow
+
 RUN = [
     *OFFLINE_IMDB,
     "max_steps=30",

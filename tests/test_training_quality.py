@@ -20,6 +20,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_offline_experiment_beats_majority_class(project: Path) -> None:
     from sweeps.train import train
 
@@ -35,6 +36,7 @@ def test_offline_experiment_beats_majority_class(project: Path) -> None:
     assert accuracy >= metrics["majority_baseline"] + 0.15
 
 
+@pytest.mark.slow
 def test_causal_lm_scores_label_words(project: Path) -> None:
     from sweeps.train import train
 

@@ -14,6 +14,7 @@ def test_discovery() -> None:
     assert DatabricksLauncher.__name__ in [x.__name__ for x in Plugins.instance().discover(Launcher)]
 
 
+@pytest.mark.slow  # every job a run on the fake workspace
 @pytest.mark.usefixtures("databricks_env")
 @pytest.mark.parametrize("launcher_name, overrides", [("sweeps_databricks", [*LAUNCHER, "hydra.launcher.n_jobs=2"])])
 class TestDatabricksLauncher(LauncherTestSuite):

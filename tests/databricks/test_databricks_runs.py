@@ -15,6 +15,9 @@ from hydra.core.utils import JobStatus
 from optuna.trial import TrialState
 from sweep_apps import wait_for
 
+# runs executed on the fake workspace
+pytestmark = pytest.mark.slow
+
 FAST = ("hydra.sweeper.poll_interval=0.1",)
 
 

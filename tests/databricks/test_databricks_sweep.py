@@ -6,10 +6,14 @@ import signal
 from pathlib import Path
 
 import optuna
+import pytest
 from dbx_helpers import DATABRICKS_COMPUTE, TINY_TRAIN, TrialApp, sweeps_cli, user_env
 from fakes.databricks import FakeWorkspace
 from optuna.trial import TrialState
 from sweep_apps import wait_for
+
+# sweeps of real trials on the fake workspace, TorchDistributor, kill/resume
+pytestmark = pytest.mark.slow
 
 
 def test_sweeps_train_trials_on_job_clusters(

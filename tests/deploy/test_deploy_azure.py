@@ -60,6 +60,7 @@ def _deploy_runs(project: Project, fake: AzureOpenAIFake) -> list:
     return [r for r in _all_deploy_runs(project) if r.data.tags.get("azure.job") in fake.jobs]
 
 
+@pytest.mark.slow  # the trained sweep
 def test_fine_tune_deploy_evaluate_resume_test_delete(project: Project, azure: AzureOpenAIFake, capsys) -> None:
     fake = azure
     fake.rate_limited_calls = 3  # throttled chat completions are retried after Retry-After
@@ -178,6 +179,7 @@ def _assert_nowhere(secrets: list[str], outputs: list[str], project: Project) ->
             assert secret not in values
 
 
+@pytest.mark.slow  # the trained sweep
 def test_rerun_reattaches_to_a_running_job(project: Project, azure: AzureOpenAIFake, capsys) -> None:
     azure.hold_jobs = True
     args = _args(project, azure, "deploy.wait_minutes=0.002")
@@ -196,6 +198,7 @@ def test_rerun_reattaches_to_a_running_job(project: Project, azure: AzureOpenAIF
     assert run.info.status == "FINISHED" and run.data.tags["azure.job"] == job["id"]
 
 
+@pytest.mark.slow  # the trained sweep
 def test_cancel_stops_a_running_job(project: Project, azure: AzureOpenAIFake, capsys) -> None:
     azure.hold_jobs = True
     assert main(_args(project, azure, "deploy.wait_minutes=0.002")) == 1
@@ -207,6 +210,7 @@ def test_cancel_stops_a_running_job(project: Project, azure: AzureOpenAIFake, ca
     assert len(azure.jobs) == 1
 
 
+@pytest.mark.slow  # the trained sweep
 def test_a_failed_job_is_reported_and_replaced_only_with_restart(project: Project, azure: AzureOpenAIFake, capsys):
     azure.fail_jobs = True
     assert main(_args(project, azure)) == 1
@@ -222,6 +226,7 @@ def test_a_failed_job_is_reported_and_replaced_only_with_restart(project: Projec
     assert run.info.status == "FINISHED" and run.data.tags["azure.previous_jobs"] in azure.jobs
 
 
+@pytest.mark.slow  # the trained sweep
 def test_a_rejected_file_starts_no_job(project: Project, azure: AzureOpenAIFake, capsys) -> None:
     azure.reject_files = True
     assert main(_args(project, azure)) == 1
@@ -230,6 +235,7 @@ def test_a_rejected_file_starts_no_job(project: Project, azure: AzureOpenAIFake,
     assert azure.jobs == {} and azure.deployments == {}
 
 
+@pytest.mark.slow  # the trained sweep
 def test_no_deployment_quota_names_the_capacity(project: Project, azure: AzureOpenAIFake, capsys) -> None:
     azure.quota_exhausted = True
     assert main(_args(project, azure)) == 1
@@ -270,6 +276,7 @@ BAD_INPUT = {
 }
 
 
+@pytest.mark.slow  # the trained sweep
 @pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
 def test_bad_input_is_reported_before_anything_is_created(
     case: str, project: Project, azure: AzureOpenAIFake, monkeypatch: pytest.MonkeyPatch, capsys
@@ -288,6 +295,7 @@ def test_bad_input_is_reported_before_anything_is_created(
     assert len(_all_deploy_runs(project)) == before
 
 
+@pytest.mark.slow  # the trained sweep
 def test_delete_without_a_deployment_and_test_without_one(project: Project, azure: AzureOpenAIFake, capsys) -> None:
     assert main(["delete", *_args(project, azure)]) == 0
     assert "nothing to delete" in capsys.readouterr().out
@@ -295,6 +303,7 @@ def test_delete_without_a_deployment_and_test_without_one(project: Project, azur
     assert "deploy.deployment_name=sweeps-champion: no such deployment" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the trained sweep
 def test_the_end_of_a_sweep_promotes_its_best_trial_then_deploys(project: Project, azure: AzureOpenAIFake) -> None:
     from mlflow.exceptions import MlflowException
 

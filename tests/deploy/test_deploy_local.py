@@ -12,6 +12,9 @@ from deploy_support import EXPERIMENT, Project, cli_env, free_port, promote_run,
 
 from sweeps.deploy import main
 
+# a trained sweep, promoted and served
+pytestmark = pytest.mark.slow
+
 MODEL = "local-champion"
 KEY = "serve-SECRET-key-4e1d"
 
@@ -38,7 +41,7 @@ def server(project: Project) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=180)
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=300, proc=proc)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

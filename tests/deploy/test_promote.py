@@ -26,6 +26,7 @@ def _aliases(project: Project, name: str) -> dict[str, str]:
     return dict(_client(project).get_registered_model(name).aliases)
 
 
+@pytest.mark.slow  # the trained sweep
 def test_the_best_finished_trial_of_the_latest_sweep_is_registered(project: Project) -> None:
     done = project.cli(["promote", *project.overrides("sweep-best")])
     assert done.returncode == 0, done.stderr[-3000:]
@@ -42,6 +43,7 @@ def test_the_best_finished_trial_of_the_latest_sweep_is_registered(project: Proj
     assert f"sweep {STUDY}" in done.stdout and "eval_loss" in done.stdout and "champion: version 1" in done.stdout
 
 
+@pytest.mark.slow  # the trained sweep
 def test_champion_moves_on_a_win_and_stays_on_a_loss(project: Project) -> None:
     cfg = compose(project.overrides("duel"))
     first = promote_best(cfg, run_id=project.worse)
@@ -59,6 +61,7 @@ def test_champion_moves_on_a_win_and_stays_on_a_loss(project: Project) -> None:
     assert len(_client(project).search_model_versions("name = 'duel'")) == 2
 
 
+@pytest.mark.slow  # the trained sweep
 def test_a_run_on_another_eval_set_becomes_challenger_unless_forced(project: Project) -> None:
     from mlflow.entities import Metric
 
@@ -78,6 +81,7 @@ def test_a_run_on_another_eval_set_becomes_challenger_unless_forced(project: Pro
     assert forced.alias == "champion" and _aliases(project, "fingerprints") == {"champion": forced.version}
 
 
+@pytest.mark.slow  # the trained sweep
 @pytest.mark.parametrize("role, reason", [("failed", "the run is failed"), ("unevaluated", "never evaluated")])
 def test_a_failed_or_unevaluated_run_is_never_promoted(project: Project, role: str, reason: str) -> None:
     cfg = compose(project.overrides(f"never-{role}"))
@@ -98,6 +102,7 @@ BAD_INPUT = {
 }
 
 
+@pytest.mark.slow  # the trained sweep
 @pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
 def test_bad_input_names_the_key(project: Project, case: str, capsys: pytest.CaptureFixture) -> None:
     args, expected = BAD_INPUT[case]

@@ -18,11 +18,13 @@ def test_discovery() -> None:
     assert LocalLauncher.__name__ in [x.__name__ for x in Plugins.instance().discover(Launcher)]
 
 
+@pytest.mark.slow  # jobs launched as processes
 @pytest.mark.parametrize("launcher_name, overrides", [("sweeps_local", ["hydra.launcher.n_jobs=2"])])
 class TestLocalLauncher(LauncherTestSuite):
     """Hydra's launcher suite; hydra/launcher/sweeps_local is registered by this plugin."""
 
 
+@pytest.mark.slow  # jobs launched as processes
 @pytest.mark.parametrize(
     "task_launcher_cfg, extra_flags",
     [
