@@ -505,7 +505,7 @@ def main() -> int:
 
     if not args.skip_accuracy:
         n_eval, n_train, cut = settings["eval_examples"], settings["acc_examples"], settings["acc_max_length"]
-        evals = Encoded.from_rows([enc.eval.row(i)[:cut].tolist() for i in range(n_eval)], enc.eval.labels[:n_eval])
+        evals = Encoded.from_rows([enc.test.row(i)[:cut].tolist() for i in range(n_eval)], enc.test.labels[:n_eval])
         budget = Encoded.from_rows([train.row(i)[:cut].tolist() for i in range(n_train)], train.labels[:n_train])
         accuracy_on_same_budget(
             budget, evals, settings["arch"], args.device, n_train, settings["acc_batch"], settings["acc_lr"], cut

@@ -155,7 +155,7 @@ def test_the_good_config_passes_every_check(project: Path) -> None:
     cfg = compose(OFFLINE_IMDB)
     preflight(cfg)
     splits = dataset.load_splits(cfg.dataset)
-    assert len(splits.train) and len(splits.eval)
+    assert len(splits.train) and len(splits.validation) and len(splits.test)
     assert tokenizer.load_tokenizer(cfg.tokenizer).pad_token is not None
 
 
