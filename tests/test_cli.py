@@ -65,7 +65,7 @@ def test_info_and_experiment_preset(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_multirun_grid_with_hydra_basic_launcher(tmp_path: Path) -> None:
+def test_multirun_grid_is_a_study_with_a_parent_run_and_runs_named_after_their_overrides(tmp_path: Path) -> None:
     args = [
         *OFFLINE_IMDB,
         "max_steps=3",
@@ -74,16 +74,33 @@ def test_multirun_grid_with_hydra_basic_launcher(tmp_path: Path) -> None:
         "dataset.test_size=32",
         "tracking.log_model=false",
     ]
-    done = run_cli(["train", "-m", "lr=1e-3,2e-3", *args], tmp_path)
+    done = run_cli(["train", "-m", "lr=1e-3,2e-3", "batch_size=4,8", *args], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
-    assert sorted(r.data.params["lr"] for r in runs) == ["0.001", "0.002"]
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    points = sorted((r.data.params["lr"], r.data.params["batch_size"]) for r in children)
+    assert points == [("0.001", "4"), ("0.001", "8"), ("0.002", "4"), ("0.002", "8")]
     assert all(r.info.status == "FINISHED" for r in runs)
+    names = {r.info.run_name for r in children}
+    assert names == {f"lr={lr} batch_size={bs}" for lr in ("0.001", "0.002") for bs in (4, 8)}, names
     (sweep_dir,) = (tmp_path / "outputs" / "sweeps").iterdir()
-    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
+        "0",
+        "1",
+        "2",
+        "3",
+    ]
+    listed = run_cli(["compare", "--format", "json"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    trials = json.loads(listed.stdout)["trials"]
+    assert len(trials) == 4 and {t["run_id"] for t in trials} == {r.info.run_id for r in children}
+    again = run_cli(["train", "-m", "lr=1e-3,2e-3", "batch_size=4,8", *args], tmp_path)  # the same grid: done
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])) == len(runs)
 
 
 @pytest.mark.slow

@@ -15,7 +15,6 @@ from sweeps.compose import compose
 LOCAL = "hydra_plugins.sweeps_local_launcher.local_launcher.LocalLauncher"
 DATABRICKS = "hydra_plugins.sweeps_databricks_launcher.databricks_launcher.DatabricksLauncher"
 OPTUNA = "hydra_plugins.sweeps_optuna_sweeper.optuna_sweeper.SweepsOptunaSweeper"
-BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def readme_commands() -> list[list[str]]:
@@ -61,7 +60,9 @@ def test_each_train_command_composes_with_the_sweeper_and_launcher_it_promises(w
     launcher = cfg.hydra.launcher._target_
     sweeper = cfg.hydra.sweeper._target_
     assert launcher == (DATABRICKS if "compute=databricks" in words else LOCAL)
-    assert sweeper == (OPTUNA if any(w.startswith("sweep=") for w in words) else BASIC)
+    assert sweeper == OPTUNA  # a grid without a sweep preset, as the study a preset describes with one
+    preset = any(w.startswith("sweep=") for w in words)
+    assert (cfg.hydra.sweeper.sampler.name == "grid") == (not preset)
 
 
 @pytest.mark.parametrize("order", [["sweep=imdb_tpe", "compute=databricks"], ["compute=databricks", "sweep=imdb_tpe"]])

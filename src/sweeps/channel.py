@@ -20,6 +20,7 @@ PRUNE_FILE = "SWEEPS_PRUNE_FILE"  # the sweeper creates it to prune the trial
 STUDY_NAME = "SWEEPS_STUDY_NAME"
 TRIAL_NUMBER = "SWEEPS_TRIAL_NUMBER"
 PARENT_RUN_ID = "SWEEPS_PARENT_RUN_ID"  # the sweep's MLflow run
+RUN_NAME = "SWEEPS_RUN_NAME"  # the trial's MLflow run name, when the sweeper chooses one
 DATABRICKS_RUN_ID = "SWEEPS_DATABRICKS_RUN_ID"  # set on the cluster by the Databricks launcher
 
 # Paths on the sweeper's machine: a trial that runs elsewhere gets the launcher's own in their place.
@@ -43,6 +44,14 @@ def report(step: int, value: float) -> None:
     if path is not None:
         with open(path, "a") as f:
             f.write(json.dumps({"step": int(step), "value": float(value)}) + "\n")
+
+
+def report_run(run_id: str) -> None:
+    """Tell the sweeper which MLflow run this trial writes (one progress line {"run_id"}; nothing outside a sweep)."""
+    path = progress_file()
+    if path is not None:
+        with open(path, "a") as f:
+            f.write(json.dumps({"run_id": run_id}) + "\n")
 
 
 def pruned() -> bool:
@@ -77,7 +86,10 @@ def sweep_tags() -> dict[str, str]:
 
 
 def run_name(default: str) -> str:
-    """`<study>-trial-<n>` for a sweep's trial, else `default`."""
+    """The name the sweeper chose (a grid point's overrides), else `<study>-trial-<n>` for a sweep's trial, else
+    `default`."""
+    if _get(RUN_NAME, None):
+        return str(_get(RUN_NAME, None))
     number = _get(TRIAL_NUMBER, None)
     if number:
         return f"{_get(STUDY_NAME, None) or 'sweep'}-trial-{number}"
@@ -103,11 +115,21 @@ def remote_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- the sweeper's side
-def trial_env(progress: Path, prune: Path, study: str, number: int, parent_run_id: str | None = None) -> dict[str, str]:
-    """The environment a trial gets: its progress and prune files, its study and number, the parent run."""
+def trial_env(
+    progress: Path,
+    prune: Path,
+    study: str,
+    number: int,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+) -> dict[str, str]:
+    """The environment a trial gets: its progress and prune files, its study and number, the parent run, and the
+    name of its MLflow run when the sweeper chooses one."""
     env = {PROGRESS_FILE: str(progress), PRUNE_FILE: str(prune), STUDY_NAME: study, TRIAL_NUMBER: str(number)}
     if parent_run_id is not None:
         env[PARENT_RUN_ID] = parent_run_id
+    if run_name:
+        env[RUN_NAME] = run_name
     return env
 
 
@@ -123,6 +145,7 @@ class ProgressReader:
         self.path = path
         self.offset = 0
         self.last_step: int | None = None
+        self.run_id: str | None = None  # the trial's MLflow run, once it has said
 
     def read(self) -> list[tuple[int, float]]:
         """New (step, value) reports, in order; malformed lines and repeated steps are skipped."""
@@ -140,6 +163,9 @@ class ProgressReader:
         for line in data[: end + 1].splitlines():
             try:
                 record = json.loads(line)
+                if "run_id" in record:
+                    self.run_id = str(record["run_id"])
+                    continue
                 step, value = int(record["step"]), float(record["value"])
             except (ValueError, KeyError, TypeError):
                 continue

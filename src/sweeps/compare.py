@@ -1,7 +1,8 @@
 """`python -m sweeps compare [--sweep NAME] [--format table|csv|json] [--storage URL]`
 
-The trials of a sweep (the study with the latest activity, or NAME), best first: number, state,
-objective value(s), parameters, steps reached (reported eval steps), duration, and why a trial failed.
+The trials of a sweep or grid (the study with the latest activity, or NAME), best first: number, state,
+objective value(s), parameters, steps reached (reported eval steps), duration, MLflow run, and why a trial failed.
+The table fits the terminal (80 columns and up: headers and notes wrap); csv and json hold every field whole.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def _row(t: FrozenTrial) -> dict[str, Any]:
         "params": dict(t.params),
         "steps": steps,
         "duration_s": duration,
+        "run_id": t.user_attrs.get("mlflow_run_id"),
         "note": note,
     }
 
@@ -171,7 +173,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     values = ["value"] if width == 1 else [f"value_{i}" for i in range(width)]
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["number", "state", *values, *params, "steps", "duration_s", "note"])
+    writer.writerow(["number", "state", *values, *params, "steps", "duration_s", "run_id", "note"])
     for r in rows:
         vals = (r["values"] or []) + [None] * (width - len(r["values"] or []))
         writer.writerow(
@@ -182,6 +184,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
                 *(r["params"].get(p) for p in params),
                 r["steps"],
                 r["duration_s"],
+                r["run_id"],
                 r["note"],
             ]
         )
@@ -189,30 +192,63 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _table(name: str, directions: list[str], rows: list[dict[str, Any]]) -> None:
+    """The trials as a table that fits the terminal: a column per parameter where they fit, else one column of
+    `name=value` pairs that wraps; notes below it."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
     params = _param_names(rows)
     values = _value_names(rows, directions)
-    table = Table(title=f"sweep {name} ({', '.join(directions)})")
-    table.add_column("#", justify="right")
-    table.add_column("state")
-    for v in values:
-        table.add_column(v, justify="right")
-    for p in params:
-        table.add_column(p, justify="right")
-    table.add_column("steps", justify="right")
-    table.add_column("duration s", justify="right")
-    table.add_column("note", overflow="fold", max_width=60)
-    for r in rows:
-        vals = (r["values"] or []) + [None] * (len(values) - len(r["values"] or []))
-        table.add_row(
-            str(r["number"]),
-            r["state"],
-            *(_fmt(v) for v in vals),
-            *(_fmt(r["params"].get(p)) for p in params),
-            _fmt(r["steps"]),
-            _fmt(r["duration_s"]),
-            r["note"],
-        )
-    Console().print(table)
+    headers = ["#", "state", *values, *_short_names(params), "steps", "secs", "run"]
+    cells = [_cells(r, values, params) for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    wide = sum(widths) + len(widths) <= console.width
+    table = Table(title=f"sweep {name} ({', '.join(directions)})", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for header in values:
+        table.add_column(header, justify="right", no_wrap=True)
+    if wide:
+        for header in _short_names(params):
+            table.add_column(header, justify="right", no_wrap=True)
+    else:
+        table.add_column("params", overflow="fold", ratio=1)
+    for header in ("steps", "secs", "run"):
+        table.add_column(header, justify="right" if header != "run" else "left", no_wrap=True)
+    notes = []
+    for r, row in zip(rows, cells, strict=True):
+        head, tail = row[: 2 + len(values)], row[2 + len(values) + len(params) :]
+        middle = row[2 + len(values) : 2 + len(values) + len(params)]
+        shown = middle if wide else [" ".join(f"{n}={v}" for n, v in zip(_short_names(params), middle, strict=True))]
+        table.add_row(*head, *shown, *tail)
+        if r["note"]:
+            notes.append(f"#{r['number']}: {r['note']}")
+    console.print(table)
+    for note in notes:
+        console.print(note, overflow="fold", highlight=False)
+
+
+def _cells(r: dict[str, Any], values: list[str], params: list[str]) -> list[str]:
+    vals = (r["values"] or []) + [None] * (len(values) - len(r["values"] or []))
+    return [
+        str(r["number"]),
+        r["state"],
+        *(_short(v) for v in vals),
+        *(_short(r["params"].get(p)) for p in params),
+        _fmt(r["steps"]),
+        _fmt(r["duration_s"]),
+        (r["run_id"] or "")[:8],
+    ]
+
+
+def _short(value: Any) -> str:
+    """A value in few characters (4 significant digits), for the table."""
+    return f"{value:.4g}" if isinstance(value, float) else _fmt(value)
+
+
+def _short_names(params: list[str]) -> list[str]:
+    """Column headers: a parameter's last part where that is unique (weight_decay for optimizer.weight_decay)."""
+    last = [p.rsplit(".", 1)[-1] for p in params]
+    return [short if last.count(short) == 1 else full for short, full in zip(last, params, strict=True)]

@@ -53,6 +53,7 @@ def start_run(cfg: DictConfig, splits: Splits, prep_seconds: float, out_dir: Pat
         "processes": str(world),  # data-parallel processes that trained the run
     }
     run = mlflow.start_run(run_name=channel.run_name(out_dir.name), tags=tags)
+    channel.report_run(run.info.run_id)
     try:
         tracking.log_config(cfg, overrides())
         name = cfg.dataset.name or "files"

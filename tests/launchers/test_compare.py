@@ -52,7 +52,7 @@ def test_table_and_csv(store: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "sweep older (minimize)" in capsys.readouterr().out
     assert main(["--storage", store, "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "number,state,value,lr,steps,duration_s,note"
+    assert lines[0] == "number,state,value,lr,steps,duration_s,run_id,note"
     assert lines[1].startswith("1,COMPLETE,0.9,0.2,")
 
 
@@ -67,3 +67,22 @@ def test_missing_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["--storage", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
     assert "no such database" in capsys.readouterr().err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_the_table_reads_at_80_columns_with_each_trials_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="wide", storage=url, direction="maximize")
+    names = ["lr", "batch_size", "optimizer.weight_decay", "optimizer.warmup_ratio", "epochs", "adapter.r"]
+    space = {name: optuna.distributions.FloatDistribution(0, 1) for name in names}
+    for i in range(3):
+        trial = study.ask(space)
+        trial.set_user_attr("mlflow_run_id", f"{i}abcdef0123456789")
+        trial.set_user_attr("error", "ValueError: " + "a long explanation of what went wrong " * 4)
+        study.tell(trial, 0.5 + i / 10)
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    assert "2abcdef0" in out and "warmup_ratio" in out.replace("\n", "").replace(" ", "").replace("│", "")

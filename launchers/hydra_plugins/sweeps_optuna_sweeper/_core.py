@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import Trial, TrialState
 
 from sweeps import channel
 from sweeps.channel import ProgressReader
@@ -125,7 +125,7 @@ class Driver:
         finally:
             if isinstance(plan.launcher, AsyncLauncher):
                 plan.launcher.close()
-        results = self._results()
+        results = _study.results(self.study, self.plan.study_name, self.plan.storage_url, self.plan.sweep_dir)
         self._end_tracking(results)
         if self.failure_limit_hit:
             raise RuntimeError(
@@ -164,8 +164,11 @@ class Driver:
         return Running(trial, overrides, ProgressReader(trial_dir / "progress.jsonl"), trial_dir / "prune")
 
     def _env(self, run: Running) -> dict[str, str]:
+        # A grid point is named after its overrides; a sampled trial after its study and number.
+        swept = run.overrides[: len(run.overrides) - len(self.plan.space.fixed)]
+        name = " ".join(swept) if self.plan.opts.sampler["name"] == "grid" and swept else None
         return channel.trial_env(
-            run.progress.path, run.prune_file, self.plan.study_name, run.trial.number, self.parent_run
+            run.progress.path, run.prune_file, self.plan.study_name, run.trial.number, self.parent_run, name
         )
 
     def _run_async(self) -> None:
@@ -275,6 +278,8 @@ class Driver:
     def _check_progress(self, run: Running, decide: bool = True) -> bool:
         """Report new progress lines; True when the trial should be pruned (its prune file is then written)."""
         reports = run.progress.read()
+        if run.progress.run_id and _study.MLFLOW_RUN_ID not in run.trial.user_attrs:
+            run.trial.set_user_attr(_study.MLFLOW_RUN_ID, run.progress.run_id)
         if self.plan.multi or not reports:
             return False
         for step, value in reports:
@@ -353,33 +358,6 @@ class Driver:
             )
             self.running.clear()
             self._end_tracking(None, status="KILLED")
-
-    # ---------------------------------------------------------------- results
-    def _results(self) -> dict[str, Any]:
-        trials = self.study.get_trials(deepcopy=False)
-        states: dict[str, int] = {}
-        for t in trials:
-            states[t.state.name] = states.get(t.state.name, 0) + 1
-        results: dict[str, Any] = {
-            "name": "sweeps_optuna",
-            "study_name": self.plan.study_name,
-            "storage": _study.masked(self.plan.storage_url),
-            "trials": states,
-        }
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if self.plan.multi:
-            best = self.study.best_trials if complete else []
-            results["solutions"] = [{"number": t.number, "params": t.params, "values": t.values} for t in best]
-            log.info(f"Pareto front: {len(best)} trial(s)")
-        elif complete:
-            best_trial: FrozenTrial = self.study.best_trial
-            results.update(best_trial=best_trial.number, best_params=best_trial.params, best_value=best_trial.value)
-            log.info(f"Best trial {best_trial.number}: value {best_trial.value}, params {best_trial.params}")
-        else:
-            results.update(best_trial=None, best_params=None, best_value=None)
-            log.warning("No trial completed")
-        OmegaConf.save(OmegaConf.create(results), self.plan.sweep_dir / "optimization_results.yaml")
-        return results
 
     # ---------------------------------------------------------------- MLflow parent run
     def _start_tracking(self) -> None:

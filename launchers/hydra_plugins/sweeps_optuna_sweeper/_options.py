@@ -34,7 +34,7 @@ class Options:
     metric: list[str] | None
     study_name: str | None
     storage: str | None
-    n_trials: int
+    n_trials: int | None
     timeout: float | None
     workers: int | None
     max_failure_rate: float
@@ -74,7 +74,9 @@ class Options:
                 f"({key('metric')}={metric}); give one direction per objective"
             )
         n_trials = o["n_trials"]
-        if not isinstance(n_trials, int) or n_trials < 1:
+        if n_trials is None and sampler["name"] != "grid":
+            errors.append(f"{key('n_trials')}=null: only a grid has a size of its own; give a whole number of trials")
+        elif n_trials is not None and (not isinstance(n_trials, int) or n_trials < 1):
             errors.append(f"{key('n_trials')}={n_trials}: must be a whole number of 1 or more")
         workers = o["workers"]
         if workers is not None and (not isinstance(workers, int) or workers < 1):

@@ -106,7 +106,7 @@ def prepare(sweeper: SweepsOptunaSweeper, arguments: list[str]) -> Plan:
         names = {n: key(f"params.{n}") if n in opts.params else n for n in space.params}
         grid = space.grid(names)
         size = math.prod(len(v) for v in grid.values())
-        if size < opts.n_trials:
+        if opts.n_trials is None or size < opts.n_trials:
             log.info(f"Grid of {size} points: n_trials {opts.n_trials} -> {size}")
             opts.n_trials = size
     pruner = _study.make_pruner(opts.pruner, key("pruner"))

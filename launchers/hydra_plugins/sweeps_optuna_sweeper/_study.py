@@ -27,6 +27,7 @@ INTERRUPTED = "interrupted"  # running at Ctrl-C; failed and enqueued again
 RETRY_OF = "retry_of"
 EXTERNAL_ID = "sweeps:external_id"  # the launcher's id of the trial's job (remote runs), for attach()
 PROGRESS_FILE = "sweeps:progress_file"
+MLFLOW_RUN_ID = "mlflow_run_id"  # the trial's MLflow run, as the trial reported it
 
 
 def make_sampler(
@@ -188,3 +189,34 @@ def fail_stale_trials(study: optuna.Study, storage: RDBStorage, keep: set[int]) 
 def requeue(study: optuna.Study, params: Mapping[str, Any], number: int) -> None:
     """Queue a trial with the same parameters; the next ask() returns it."""
     study.enqueue_trial(dict(params), user_attrs={RETRY_OF: number})
+
+
+def results(study: optuna.Study, study_name: str, storage_url: str, sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's outcome (trial counts, the best trial or the Pareto front), also saved as
+    optimization_results.yaml in the sweep dir, as hydra-optuna-sweeper does."""
+    from omegaconf import OmegaConf
+
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    summary: dict[str, Any] = {
+        "name": "sweeps_optuna",
+        "study_name": study_name,
+        "storage": masked(storage_url),
+        "trials": states,
+    }
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if len(study.directions) > 1:
+        best = study.best_trials if complete else []
+        summary["solutions"] = [{"number": t.number, "params": t.params, "values": t.values} for t in best]
+        log.info(f"Pareto front: {len(best)} trial(s)")
+    elif complete:
+        best_trial: FrozenTrial = study.best_trial
+        summary.update(best_trial=best_trial.number, best_params=best_trial.params, best_value=best_trial.value)
+        log.info(f"Best trial {best_trial.number}: value {best_trial.value}, params {best_trial.params}")
+    else:
+        summary.update(best_trial=None, best_params=None, best_value=None)
+        log.warning("No trial completed")
+    OmegaConf.save(OmegaConf.create(summary), sweep_dir / "optimization_results.yaml")
+    return summary

@@ -60,8 +60,9 @@ class SweepsOptunaSweeperConf:
     # SQLAlchemy URL of Optuna's RDB storage; null: sqlite:///<original cwd>/outputs/optuna.db
     storage: str | None = None
 
-    # Trials of the study to finish (COMPLETE, PRUNED or FAIL), counting those of earlier runs.
-    n_trials: int = 20
+    # Trials of the study to finish (COMPLETE, PRUNED or FAIL), counting those of earlier runs; null (grid sampler
+    # only): every point of the grid.
+    n_trials: int | None = 20
 
     # Seconds after which no new trial starts (running trials finish); null: no limit.
     timeout: float | None = None
