@@ -18,6 +18,10 @@ class ConfigError(Exception):
 EXIT_BAD_INPUT = 2
 
 
+class DeployError(Exception):
+    """A deploy target's service refused or failed (not bad input): exit status 1."""
+
+
 def report(error: ConfigError) -> None:
     """Print every problem at once, one per line, to stderr."""
     lines = error.errors
