@@ -84,8 +84,8 @@ def test_fine_tune_deploy_evaluate_resume_test_delete(project: Project, azure: A
     champion = _client(project).get_run(project.better)
     params = champion.data.params
 
-    # Files: the champion's train and eval splits as chat-format JSONL, purpose fine-tune.
-    assert len(fake.files) == 2 and all(f["purpose"] == "fine-tune" for f in fake.files.values())
+    # Files: the champion's train and eval splits as chat-format JSONL, deleted once the job no longer needs them.
+    assert len(fake.file_data) == 2 and fake.files == {} and sorted(fake.deleted_files) == sorted(fake.file_data)
     (job,) = fake.jobs.values()
     train = fake.file_data[job["training_file"]]
     validation = fake.file_data[job["validation_file"]]
@@ -93,18 +93,23 @@ def test_fine_tune_deploy_evaluate_resume_test_delete(project: Project, azure: A
     assert [m["role"] for m in train[0]["messages"]] == ["system", "user", "assistant"]
     assert {e["messages"][2]["content"] for e in train} == {"negative", "positive"}
     assert "negative or positive" in train[0]["messages"][0]["content"]
-    # The job: base model, suffix, hyperparameters mapped from the champion run.
+    # The job: base model, suffix, hyperparameters mapped from the champion run (the multiplier within Azure's
+    # recommended 0.02 to 0.2, with a note when clamped).
     assert job["model"] == "gpt-4.1-mini-2025-04-14" and job["suffix"] == "sweeps" and job["status"] == "succeeded"
+    multiplier = float(params["lr"]) / 5e-5
     assert job["hyperparameters"] == {
         "n_epochs": int(params["epochs"]),
         "batch_size": int(params["batch_size"]),
-        "learning_rate_multiplier": pytest.approx(float(params["lr"]) / 5e-5),
+        "learning_rate_multiplier": pytest.approx(min(max(multiplier, 0.02), 0.2)),
     }
-    # The deployment, through ARM.
+    assert ("outside Azure's recommended 0.02 to 0.2" in first) == (not 0.02 <= multiplier <= 0.2)
+    # The deployment, through ARM, named after the champion's registered version.
+    name = f"sweeps-champion-v{_champion_version(project, MODEL)}"
     (put,) = fake.deployment_puts
-    assert put["sku"] == {"name": "standard", "capacity": 1}
+    assert put["sku"] == {"name": "standard", "capacity": 50}
     assert put["properties"]["model"] == {"format": "OpenAI", "name": job["fine_tuned_model"], "version": "1"}
-    assert fake.deployments["sweeps-champion"]["properties"]["provisioningState"] == "Succeeded"
+    assert list(fake.deployments) == [name] and fake.deployments[name]["properties"]["provisioningState"] == "Succeeded"
+    assert f"evaluating deployment {name} on 32 examples" in first and "capacity 50 allows 300 requests" in first
     assert "hourly hosting fee" in first and "deploy delete" in first
 
     # MLflow: one run with the ids, the job's events as metrics, and the deployment's scores on the eval set.
@@ -112,7 +117,7 @@ def test_fine_tune_deploy_evaluate_resume_test_delete(project: Project, azure: A
     tags, metrics = run.data.tags, run.data.metrics
     assert run.info.status == "FINISHED"
     assert tags["azure.job"] == job["id"] and tags["azure.fine_tuned_model"] == job["fine_tuned_model"]
-    assert tags["azure.deployment"] == "sweeps-champion" and tags["deploy.source_run"] == project.better
+    assert tags["azure.deployment"] == name and tags["deploy.source_run"] == project.better
     assert tags["dataset.eval_fingerprint"] == champion.data.tags["dataset.eval_fingerprint"]
     history = _client(project).get_metric_history(run.info.run_id, "ft_train_loss")
     assert [m.step for m in history] == [1, 2, 3]
@@ -124,7 +129,7 @@ def test_fine_tune_deploy_evaluate_resume_test_delete(project: Project, azure: A
 
     # A rerun re-attaches: no second upload, job, deployment or evaluation.
     cli()
-    assert (len(fake.files), len(fake.jobs), len(fake.deployment_puts), len(fake.chat_answers)) == (2, 1, 1, 32)
+    assert (len(fake.file_data), len(fake.jobs), len(fake.deployment_puts), len(fake.chat_answers)) == (2, 1, 1, 32)
     assert len(_deploy_runs(project, fake)) == 1
 
     # `deploy test` evaluates the deployment again into a new run; `deploy delete` removes it.
@@ -140,6 +145,10 @@ def test_fine_tune_deploy_evaluate_resume_test_delete(project: Project, azure: A
     secrets = [API_KEY, CLIENT_SECRET, *fake.tokens]
     assert fake.tokens, "the management API was called with a token from the credential chain"
     _assert_nowhere(secrets, outputs, project)
+
+
+def _champion_version(project: Project, model_name: str) -> str:
+    return _client(project).get_model_version_by_alias(model_name, "champion").version
 
 
 def _scores(project: Project, fake: AzureOpenAIFake) -> dict[str, float]:
@@ -185,13 +194,13 @@ def test_rerun_reattaches_to_a_running_job(project: Project, azure: AzureOpenAIF
     err = capsys.readouterr().err
     assert "is still" in err and "rerun the same command to re-attach" in err
     assert main(args) == 1
-    assert len(azure.jobs) == 1 and len(azure.files) == 2
+    assert len(azure.jobs) == 1 and len(azure.files) == 2  # the running job still needs its files
     azure.hold_jobs = False
     assert main(_args(project, azure)) == 0
     out = capsys.readouterr().out
     assert "re-attached to fine-tuning job" in out
     (job,) = azure.jobs.values()
-    assert job["status"] == "succeeded" and len(azure.files) == 2 and len(azure.deployment_puts) == 1
+    assert job["status"] == "succeeded" and azure.files == {} and len(azure.deployment_puts) == 1
     (run,) = _deploy_runs(project, azure)
     assert run.info.status == "FINISHED" and run.data.tags["azure.job"] == job["id"]
 
@@ -238,8 +247,12 @@ def test_no_deployment_quota_names_the_capacity(project: Project, azure: AzureOp
     assert azure.deployments == {} and len(azure.jobs) == 1
 
 
-def _unset(name: str):
-    return lambda monkeypatch, fake: monkeypatch.delenv(name)
+def _unset(*names: str):
+    return lambda monkeypatch, fake: [monkeypatch.delenv(name) for name in names]
+
+
+def _fake(**options):
+    return lambda monkeypatch, fake: [setattr(fake, k, v) for k, v in options.items()]
 
 
 def _set(name: str, value):
@@ -247,7 +260,27 @@ def _set(name: str, value):
 
 
 BAD_INPUT = {
-    "missing api key": (_unset("AZURE_OPENAI_API_KEY"), [], "AZURE_OPENAI_API_KEY is not set"),
+    "missing endpoint": (_unset("AZURE_OPENAI_ENDPOINT"), [], "AZURE_OPENAI_ENDPOINT is not set"),
+    "no key and no Entra ID credential": (
+        _unset("AZURE_OPENAI_API_KEY", "AZURE_CLIENT_SECRET"),
+        ["deploy.credential=environment"],
+        "deploy.credential=environment: no Entra ID token for https://cognitiveservices.azure.com/.default",
+    ),
+    "key auth disabled (disableLocalAuth)": (
+        _fake(local_auth_disabled=True),
+        [],
+        "refuses keys (403 AuthenticationTypeDisabled: Key based authentication is disabled",
+    ),
+    "throttled first probe": (_fake(throttle_models=True), [], "throttling requests (429"),
+    "suffix with a dot": (None, ["deploy.suffix=imdb.v2"], "deploy.suffix=imdb.v2: up to 40 letters"),
+    "suffix over 40 characters": (None, [f"deploy.suffix={'s' * 41}"], f"deploy.suffix={'s' * 41}: up to 40"),
+    "sku as the portal names it": (None, ["deploy.sku_name=developer"], "standard, globalstandard, developertier"),
+    "training type on a version without it": (
+        None,
+        ["deploy.training_type=globalstandard"],
+        "deploy.api_version=2025-02-01-preview",
+    ),
+    "deployment name with no room for the version": (None, [f"deploy.deployment_name={'d' * 60}"], "2 to 56"),
     "missing account": (_unset("AZURE_OPENAI_ACCOUNT"), [], "AZURE_OPENAI_ACCOUNT is not set"),
     "wrong api key": (_set("AZURE_OPENAI_API_KEY", "azkey-wrong-000000"), [], "rejected the key (401"),
     "unreachable endpoint": (
@@ -308,7 +341,8 @@ def test_the_end_of_a_sweep_promotes_its_best_trial_then_deploys(project: Projec
     assert promotion.run_id == project.better and promotion.alias == "champion"
     (job,) = azure.jobs.values()
     assert job["status"] == "succeeded"
-    assert azure.deployments["sweeps-champion"]["properties"]["model"]["name"] == job["fine_tuned_model"]
+    served = azure.deployments[f"sweeps-champion-v{_champion_version(project, 'after-sweep')}"]
+    assert served["properties"]["model"]["name"] == job["fine_tuned_model"]
 
 
 def test_the_fake_rejects_what_azure_rejects(fake: AzureOpenAIFake) -> None:

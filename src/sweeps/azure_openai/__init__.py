@@ -15,7 +15,7 @@ This module holds what they share: StillRunning.
 
 from __future__ import annotations
 
-from sweeps.deploy import DeployError
+from sweeps.errors import DeployError
 
 
 class StillRunning(DeployError):
