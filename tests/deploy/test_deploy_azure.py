@@ -411,3 +411,195 @@ def test_the_fake_rejects_what_azure_rejects(fake: AzureOpenAIFake) -> None:
     with pytest.raises(HttpResponseError) as missing:
         management.accounts.get(fake.resource_group, "someone-else")
     assert missing.value.status_code == 404 and missing.value.error.code == "ResourceNotFound"
+
+    # ARM keeps a deployment's model; our hint for that refusal does not blame the SKU.
+    from sweeps.azure_openai.arm import _hint
+
+    def model(name: str) -> Deployment:
+        return Deployment(
+            sku=Sku(name="standard", capacity=1),
+            properties=DeploymentProperties(model=DeploymentModel(format="OpenAI", name=name, version="1")),
+        )
+
+    operations = management.deployments
+    operations.begin_create_or_update(fake.resource_group, fake.account, "d2", model("gpt-4o-mini-2024-07-18")).result()
+    with pytest.raises(HttpResponseError) as changed:
+        operations.begin_create_or_update(fake.resource_group, fake.account, "d2", model("gpt-4o-2024-08-06")).result()
+    assert changed.value.status_code == 400 and changed.value.error.code == "CannotChangeDeploymentModel"
+    assert "keeps the model" in _hint(changed.value, "d2") and "sku" not in _hint(changed.value, "d2").lower()
+    # Five deployments of fine-tuned models per resource.
+    for i in range(5):
+        fake.add_deployment(f"ft{i}", f"gpt-4o-mini-2024-07-18.ft-{i}")
+    with pytest.raises(HttpResponseError) as full:
+        operations.begin_create_or_update(
+            fake.resource_group, fake.account, "ft5", model("gpt-4o-mini-2024-07-18.ft-0")
+        )
+    assert full.value.status_code == 400 and "fine-tuned model deployments (5)" in str(full.value)
+
+    # Rate limits from the capacity: the 7th request of a minute on capacity 1 is a 429 with Azure's headers.
+    for _ in range(6):
+        client.chat.completions.create(model="ft1", messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+    with pytest.raises(openai.RateLimitError) as throttled:
+        client.chat.completions.create(model="ft1", messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+    headers = throttled.value.response.headers
+    assert 0 < int(headers["retry-after"]) <= 60 and 0 < int(headers["retry-after-ms"]) <= 60_000
+    assert "exceeded call rate limit" in str(throttled.value)
+    # The content filter's refusal: 400, code content_filter, the prompt's categories inside.
+    fake.filtered_words = {"forbidden"}
+    with pytest.raises(openai.BadRequestError) as filtered:
+        client.chat.completions.create(model="ft2", messages=[{"role": "user", "content": "a forbidden text"}])
+    assert filtered.value.code == "content_filter" and filtered.value.body["innererror"]["content_filter_result"]
+    # disableLocalAuth: keys get 403; a token for another audience gets 401.
+    fake.local_auth_disabled = True
+    with pytest.raises(openai.PermissionDeniedError, match="Key based authentication is disabled"):
+        client.models.list()
+    token = credential.get_token(f"{fake.management_endpoint}/.default").token
+    keyless = openai.AzureOpenAI(
+        azure_endpoint=fake.endpoint, azure_ad_token=token, api_version="2024-10-21", max_retries=0
+    )
+    with pytest.raises(openai.AuthenticationError, match="audience is incorrect"):
+        keyless.models.list()
+    token = credential.get_token("https://cognitiveservices.azure.com/.default").token
+    keyless = openai.AzureOpenAI(
+        azure_endpoint=fake.endpoint, azure_ad_token=token, api_version="2024-10-21", max_retries=0
+    )
+    assert keyless.models.list().data
+
+
+def test_a_new_champion_gets_its_own_deployment_and_the_previous_one_goes(
+    project: Project, azure: AzureOpenAIFake, capsys
+) -> None:
+    model = "aoai-successor"
+    args = ["deploy=azure_openai", *project.overrides(model), *azure.overrides()]
+    others = [f"someone-else-{i}" for i in range(3)]
+    for name in others:
+        azure.add_deployment(name, f"gpt-4o-mini-2024-07-18.ft-{name}")
+    promote_run(project, model, project.worse)
+    assert main(args) == 0
+    first = f"sweeps-champion-v{_champion_version(project, model)}"
+    assert set(azure.deployments) == {*others, first}
+
+    # ARM cannot change a deployment's model: the next champion version is served by a deployment of its own,
+    # and the previous one is deleted once the new one has answered the eval set.
+    promote_run(project, model, project.better)
+    second = f"sweeps-champion-v{_champion_version(project, model)}"
+    assert second != first
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert set(azure.deployments) == {*others, second}
+    assert out.index(f"evaluating deployment {second}") < out.index(f"deleted deployment {first}")
+    runs = {r.data.tags["azure.deployment"]: r for r in _deploy_runs(project, azure)}
+    assert runs[first].data.tags["azure.deployment_state"] == "Deleted"
+    assert runs[second].data.tags["azure.deployment_state"] == "Succeeded"
+
+    # At the resource's limit of five fine-tuned deployments (the newest of sweeps' is never deleted first), the
+    # next champion is one clear message and nothing changes.
+    azure.add_deployment("someone-else-3", "gpt-4o-mini-2024-07-18.ft-someone-else-3")
+    promote_run(project, model, project.worse)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Azure's limit of 5 per resource" in err and "Traceback" not in err
+    assert second in azure.deployments and len(azure.deployments) == 5
+
+
+def test_evaluation_fits_the_deployments_rate_limits(project: Project, azure: AzureOpenAIFake, capsys) -> None:
+    azure.rate_window = 0.5  # the fake's minute: capacity 1 allows 6 requests and 1,000 tokens in it
+    assert main(_args(project, azure, "deploy.sku_capacity=1", "deploy.eval_size=12")) == 0
+    out = capsys.readouterr().out
+    assert "on 12 examples" in out and "capacity 1 allows 6 requests and 1,000 tokens a minute, so about" in out
+    assert "  evaluated 12/12" in out and "[#" not in out  # plain progress lines: not a terminal
+    # Throttled (429), every request waited out the service's retry-after and was answered in the end.
+    assert azure.throttled and len(azure.chat_answers) == 12
+    assert len(azure.throttled) < 60, "requests were retried without waiting out retry-after"
+    (run,) = _deploy_runs(project, azure)
+    assert run.data.metrics["eval_examples"] == 12 and run.data.metrics["content_filtered"] == 0
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise() -> None:
+    import io
+
+    from sweeps.endpoint_calls import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, log = Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        progress = Progress(20, stream)
+        for i in range(20):
+            progress.add(done=1, filtered=int(i == 3))
+    assert terminal.getvalue().startswith("\r  [#") and terminal.getvalue().endswith("] 20/20 (1 filtered)\n")
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 10 and lines[-1] == "  evaluated 20/20 (1 filtered)"
+
+
+def test_a_content_filtered_prompt_is_an_unanswered_example(project: Project, azure: AzureOpenAIFake, capsys) -> None:
+    from sweeps.champion import load_champion, load_data
+
+    _, evals = load_data(load_champion(compose(project.overrides(MODEL))), None)
+    trigger = evals.texts[2][:60].lower()
+    refused = sum(trigger in t.lower() for t in evals.texts)
+    azure.filtered_words = {trigger}
+    assert main(_args(project, azure)) == 0
+    out = capsys.readouterr().out
+    assert len(azure.filtered) == refused >= 1 and len(azure.chat_answers) == 32 - refused
+    assert f"content filter: {refused} of 32 prompts refused" in out
+    (run,) = _deploy_runs(project, azure)
+    assert run.info.status == "FINISHED" and run.data.metrics["content_filtered"] == refused
+    answers = _client(project).download_artifacts(run.info.run_id, "deploy/answers.jsonl", str(project.root))
+    assert Path(answers).read_text().count('"content_filtered": true') == refused
+
+
+def test_keyless_the_data_plane_takes_an_entra_id_token(
+    project: Project, azure: AzureOpenAIFake, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.delenv("AZURE_OPENAI_API_KEY")
+    azure.local_auth_disabled = True  # the resource refuses keys: only tokens get in
+    assert main(_args(project, azure)) == 0
+    captured = capsys.readouterr()
+    assert "AZURE_OPENAI_API_KEY is not set: signing in" in captured.out
+    assert "https://cognitiveservices.azure.com/.default" in azure.token_scopes.values()
+    (run,) = _deploy_runs(project, azure)
+    assert run.info.status == "FINISHED" and len(azure.chat_answers) == 32
+    _assert_nowhere([API_KEY, CLIENT_SECRET, *azure.tokens], [captured.out + captured.err], project)
+
+
+def test_a_full_file_quota_is_one_message_and_leaves_no_file(project: Project, azure: AzureOpenAIFake, capsys):
+    for i in range(49):  # room for the training file only
+        azure.files[f"file-old{i}"] = {
+            "id": f"file-old{i}",
+            "object": "file",
+            "purpose": "fine-tune",
+            "status": "processed",
+        }
+    assert main(_args(project, azure)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "holds as many files as it may" in err and "Traceback" not in err
+    assert len(azure.files) == 49 and len(azure.deleted_files) == 1 and azure.jobs == {}
+
+
+def test_global_training_where_the_base_model_needs_it(project: Project, azure: AzureOpenAIFake, capsys) -> None:
+    azure.global_only_models = {"gpt-4.1-mini-2025-04-14"}
+    assert main(_args(project, azure)) == 2
+    err = capsys.readouterr().err
+    assert "deploy.training_type=globalstandard" in err and "Traceback" not in err
+    assert azure.jobs == {} and azure.files == {}  # the refused job's files went with it
+    preview = ["deploy.training_type=globalstandard", "deploy.api_version=2025-04-01-preview"]
+    assert main(_args(project, azure, *preview)) == 0
+    (job,) = azure.jobs.values()
+    assert job["trainingType"] == "globalstandard" and job["status"] == "succeeded"
+
+
+def test_the_lr_multiplier_stays_in_azures_recommended_range_unless_given(capsys) -> None:
+    from sweeps.azure_openai.finetune import hyperparameters
+
+    mapped = compose(["deploy=azure_openai"]).deploy
+    params = {"epochs": "2", "batch_size": "8"}
+    assert hyperparameters(mapped, {**params, "lr": "1e-3"})["learning_rate_multiplier"] == 0.2
+    assert hyperparameters(mapped, {**params, "lr": "1e-7"})["learning_rate_multiplier"] == 0.02
+    assert hyperparameters(mapped, {**params, "lr": "5e-6"})["learning_rate_multiplier"] == 0.1
+    assert "lr 1e-07 / lr_reference 5e-05 = 0.002, outside Azure's recommended 0.02 to 0.2" in capsys.readouterr().out
+    given = compose(["deploy=azure_openai", "deploy.hyperparameters.learning_rate_multiplier=5"]).deploy
+    assert hyperparameters(given, {**params, "lr": "1e-3"})["learning_rate_multiplier"] == 5.0

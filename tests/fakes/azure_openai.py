@@ -217,10 +217,11 @@ class AzureOpenAIFake:
         ]
 
     def add_deployment(self, name: str, model: str, capacity: int = 1) -> None:
-        """A deployment someone else made: of a fine-tuned model (`model` learns from no data) unless a base one."""
+        """A deployment someone else made: of a fine-tuned model (answering "ok") unless `model` is a base one."""
         with self.lock:
             if model not in BASE_MODELS:
-                self.models.setdefault(model, FineTunedModel.learn([]))
+                example = {"messages": [{"role": "user", "content": "fine"}, {"role": "assistant", "content": "ok"}]}
+                self.models.setdefault(model, FineTunedModel.learn([example]))
             self.deployments[name] = {
                 "id": f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/"
                 f"Microsoft.CognitiveServices/accounts/{self.account}/deployments/{name}",
@@ -810,23 +811,27 @@ class AzureOpenAIFake:
 
 def _content_filtered() -> Reply:
     """The content filter's refusal of a prompt, as the service answers it."""
-    return error(
+    return Reply(
         400,
-        "content_filter",
-        "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please "
-        "modify your prompt and retry. To learn more about our content filtering policies please read our "
-        "documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
-        param="prompt",
-        type=None,
-        status=400,
-        innererror={
-            "code": "ResponsibleAIPolicyViolation",
-            "content_filter_result": {
-                "hate": {"filtered": False, "severity": "safe"},
-                "self_harm": {"filtered": False, "severity": "safe"},
-                "sexual": {"filtered": False, "severity": "safe"},
-                "violence": {"filtered": True, "severity": "medium"},
-            },
+        {
+            "error": {
+                "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management "
+                "policy. Please modify your prompt and retry. To learn more about our content filtering policies "
+                "please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
+                "type": None,
+                "param": "prompt",
+                "code": "content_filter",
+                "status": 400,
+                "innererror": {
+                    "code": "ResponsibleAIPolicyViolation",
+                    "content_filter_result": {
+                        "hate": {"filtered": False, "severity": "safe"},
+                        "self_harm": {"filtered": False, "severity": "safe"},
+                        "sexual": {"filtered": False, "severity": "safe"},
+                        "violence": {"filtered": True, "severity": "medium"},
+                    },
+                },
+            }
         },
     )
 
