@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -124,29 +123,44 @@ def parse_label(answer: str, label_names: list[str]) -> int:
     return min(found)[1] if found else -1
 
 
-def chat_eval(client: Any, model: str, evals: EvalSet, system_prompt: str | None, concurrency: int) -> dict[str, Any]:
+def chat_eval(
+    client: Any,
+    model: str,
+    evals: EvalSet,
+    system_prompt: str | None,
+    concurrency: int,
+    *,
+    max_retries: int = 6,
+    deadline: float | None = None,
+) -> dict[str, Any]:
     """Send each eval example as a chat completion; score the label word in each answer.
 
-    `client` is an `openai.OpenAI` or `openai.AzureOpenAI`; its errors (after its retries) propagate.
+    `client` is an `openai.OpenAI` or `openai.AzureOpenAI`. Throttled requests wait out the service's retry-after
+    (until `deadline`, time.monotonic()); a prompt the content filter refuses is an unanswered example (wrong),
+    counted in `content_filtered`; other errors propagate.
     """
     import numpy as np
 
-    system = system_message(system_prompt, evals.label_names) if system_prompt else None
-
-    def ask(text: str) -> str:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        reply = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=8)
-        return reply.choices[0].message.content or ""
-
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        answers = list(pool.map(ask, evals.texts))
     from sweeps import metrics
+    from sweeps.endpoint_calls import Progress, ask_all
 
-    predicted = np.array([parse_label(a, evals.label_names) for a in answers])
+    system = system_message(system_prompt, evals.label_names) if system_prompt else None
+    progress = Progress(len(evals.texts))
+    answers = ask_all(
+        client, model, evals.texts, system, concurrency, max_retries=max_retries, deadline=deadline, progress=progress
+    )
+    predicted = np.array([-1 if a is None else parse_label(a, evals.label_names) for a in answers])
     values = metrics.scores(evals.labels, predicted, len(evals.label_names))
-    values["unparsed_answers"] = float((predicted < 0).sum())
+    filtered = sum(a is None for a in answers)
+    values["unparsed_answers"] = float(sum(a is not None and p < 0 for a, p in zip(answers, predicted, strict=True)))
+    values["content_filtered"] = float(filtered)
     values["eval_examples"] = float(len(evals.texts))
-    return {"metrics": values, "answers": answers, "predicted": predicted}
+    if filtered:
+        print(
+            f"content filter: {filtered} of {len(evals.texts)} prompts refused (counted as unanswered, i.e. wrong)",
+            flush=True,
+        )
+    return {"metrics": values, "answers": answers, "predicted": predicted, "throttled": progress.throttled}
 
 
 def log_eval(client: MlflowClient, run_id: str, result: dict[str, Any], evals: EvalSet) -> None:
@@ -160,7 +174,12 @@ def log_eval(client: MlflowClient, run_id: str, result: dict[str, Any], evals: E
     client.set_tag(run_id, "dataset.test_fingerprint", evals.fingerprint)
     client.set_tag(run_id, "deploy.eval_whole_split", str(evals.whole_split).lower())
     rows = [
-        {"label": evals.label_names[int(y)], "answer": a, "predicted": evals.label_names[p] if p >= 0 else None}
+        {
+            "label": evals.label_names[int(y)],
+            "answer": a,
+            "predicted": evals.label_names[p] if p >= 0 else None,
+            **({"content_filtered": True} if a is None else {}),
+        }
         for y, a, p in zip(evals.labels, result["answers"], result["predicted"].tolist(), strict=True)
     ]
     client.log_text(run_id, "\n".join(json.dumps(r) for r in rows) + "\n", "deploy/answers.jsonl")

@@ -35,7 +35,19 @@ ACTIONS = ("run", "test", "delete", "cancel")
 CONSUMERS = {"azure_openai": "sweeps.azure_openai.actions", "local": "sweeps.deploy_local"}
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 CREDENTIALS = ("default", "environment")
+# Deployment types of a fine-tuned model, spelled as the fine-tuning deployment reference spells them.
+SKU_NAMES = ("standard", "globalstandard", "developertier")
+# The job's trainingType values, and the first data-plane API version that documents it (versions sort by date).
+TRAINING_TYPES = ("standard", "globalstandard")
+TRAINING_TYPE_SINCE = "2025-02-01-preview"
+# A job's suffix: up to 40 letters, digits, '-' and '_' (the fine-tuning job reference).
+SUFFIX = re.compile(r"[A-Za-z0-9_-]{1,40}")
+# Room in ARM's 64 characters for the "-v<version>" each deployment name gets.
+DEPLOYMENT_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{1,55}")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+__all__ = ["DeployError", "after_sweep", "environment_problems", "main", "problems"]
 
 
 def problems(cfg: DeployConfig) -> list[str]:
@@ -69,6 +81,8 @@ def _azure_problems(cfg: AzureOpenAIDeployConfig) -> list[str]:
     errors = []
     for key in ("endpoint_env", "api_key_env", "subscription_env", "resource_group_env", "account_env"):
         value = getattr(cfg, key)
+        if key == "api_key_env" and value is None:
+            continue
         if not value or not ENV_NAME.match(value):
             errors.append(f"deploy.{key}={value}: the NAME of an environment variable (the value stays in it)")
     if cfg.credential not in CREDENTIALS:
@@ -77,10 +91,27 @@ def _azure_problems(cfg: AzureOpenAIDeployConfig) -> list[str]:
         errors.append(f"deploy.management_endpoint={cfg.management_endpoint}: an https:// URL")
     if not cfg.base_model:
         errors.append("deploy.base_model is empty: name an Azure OpenAI model that can be fine-tuned")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", cfg.suffix or ""):
-        errors.append(f"deploy.suffix={cfg.suffix}: 1 to 40 letters, digits, '-', '_' or '.'")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{1,63}", cfg.deployment_name or ""):
-        errors.append(f"deploy.deployment_name={cfg.deployment_name}: 2 to 64 letters, digits, '-', '_' or '.'")
+    if not SUFFIX.fullmatch(cfg.suffix or ""):
+        fixed = re.sub(r"[^A-Za-z0-9_-]", "-", cfg.suffix or "")[:40] or "sweeps"
+        errors.append(
+            f"deploy.suffix={cfg.suffix}: up to 40 letters (a-z, A-Z), digits, '-' and '_', as Azure OpenAI takes "
+            f"it; e.g. deploy.suffix={fixed}"
+        )
+    if not DEPLOYMENT_PREFIX.fullmatch(cfg.deployment_name or ""):
+        errors.append(
+            f"deploy.deployment_name={cfg.deployment_name}: 2 to 56 letters, digits, '-', '_' or '.', starting with a "
+            "letter or digit (each deployment is named <deployment_name>-v<registered version>)"
+        )
+    if cfg.training_type is not None:
+        if cfg.training_type not in TRAINING_TYPES:
+            errors.append(
+                f"deploy.training_type={cfg.training_type}: choose one of {', '.join(TRAINING_TYPES)}, or null"
+            )
+        elif cfg.api_version < TRAINING_TYPE_SINCE:
+            errors.append(
+                f"deploy.training_type={cfg.training_type}: API version {cfg.api_version} has no trainingType; set "
+                f"deploy.api_version={TRAINING_TYPE_SINCE} (or later)"
+            )
     for name, source in (cfg.hyperparameters or {}).items():
         if name not in HYPERPARAMETERS:
             errors.append(f"deploy.hyperparameters.{name}: unknown; the job takes {', '.join(HYPERPARAMETERS)}")
@@ -90,8 +121,8 @@ def _azure_problems(cfg: AzureOpenAIDeployConfig) -> list[str]:
         errors.append(f"deploy.lr_reference={cfg.lr_reference}: must be > 0")
     if cfg.sku_capacity < 1:
         errors.append(f"deploy.sku_capacity={cfg.sku_capacity}: must be >= 1")
-    if not cfg.sku_name:
-        errors.append("deploy.sku_name is empty: e.g. standard, globalstandard or developer")
+    if (cfg.sku_name or "").lower() not in SKU_NAMES:
+        errors.append(f"deploy.sku_name={cfg.sku_name}: a fine-tuned model deploys as one of {', '.join(SKU_NAMES)}")
     if cfg.poll_seconds <= 0 or cfg.wait_minutes <= 0:
         errors.append("deploy.poll_seconds and deploy.wait_minutes: must be > 0")
     return errors

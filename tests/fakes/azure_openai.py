@@ -11,6 +11,14 @@ A fine-tuning job moves validating_files -> queued -> running -> succeeded (or f
 per job read, posting message and metrics events; the fine-tuned model is a bag-of-words classifier learnt
 from the uploaded training file, so a deployment of it answers chat completions with label words.
 Failures can be injected: a rejected file, a failed job, 429s on chat completions, no deployment quota.
+
+Limits and refusals follow the published references: chat completions are limited per deployment by its
+capacity (1 unit: 1,000 tokens and 6 requests a minute; `rate_window` is how long the fake's minute lasts),
+answering 429 with retry-after and retry-after-ms; prompts with a `filtered_words` word are refused as the
+content filter refuses them (400, code content_filter); a resource holds at most 50 files and 5 deployments of
+fine-tuned models; ARM refuses to change the model of an existing deployment (CannotChangeDeploymentModel);
+the data plane takes an api-key or an Entra ID bearer token for https://cognitiveservices.azure.com/.default,
+and with `local_auth_disabled` (the resource's disableLocalAuth) answers api-key requests with 403.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -49,7 +57,19 @@ BASE_MODELS = {
     "gpt-4.1-nano-2025-04-14",
     "gpt-35-turbo-0125",
 }
-SKUS = {"standard", "globalstandard", "developer", "datazonestandard", "provisionedmanaged"}
+SKUS = {"standard", "globalstandard", "developertier", "datazonestandard", "provisionedmanaged"}
+# Deployment types of fine-tuned models, as the fine-tuning deployment reference spells them.
+FINE_TUNED_SKUS = {"standard", "globalstandard", "developertier"}
+COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+MAX_FILES = 50
+MAX_FINE_TUNED_DEPLOYMENTS = 5
+# Per capacity unit of a deployment.
+TOKENS_PER_UNIT = 1000
+REQUESTS_PER_UNIT = 6
+# trainingType (global training) is documented from this data-plane version on.
+TRAINING_TYPE_VERSIONS = {"2025-02-01-preview", "2025-03-01-preview", "2025-04-01-preview"}
+TRAINING_TYPES = {"standard", "globalstandard"}
+SUFFIX = re.compile(r"[A-Za-z0-9_-]{1,40}")
 ROLES = {"system", "user", "assistant"}
 HYPERPARAMETERS = {"n_epochs": int, "batch_size": int, "learning_rate_multiplier": (int, float)}
 MIN_TRAINING_EXAMPLES = 10
@@ -121,6 +141,7 @@ class AzureOpenAIFake:
         self.deployments: dict[str, dict] = {}
         self.operations: dict[str, int] = {}
         self.tokens: set[str] = set()
+        self.token_scopes: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
         self.chat_answers: list[tuple[str, str]] = []
         self.deployment_puts: list[dict] = []
@@ -130,6 +151,16 @@ class AzureOpenAIFake:
         self.hold_jobs = False
         self.rate_limited_calls = 0
         self.quota_exhausted = False
+        self.local_auth_disabled = False
+        self.throttle_models = False
+        self.filtered_words: set[str] = set()
+        self.global_only_models: set[str] = set()
+        # Seconds the fake's rate-limit minute lasts (tests shorten it).
+        self.rate_window = 60.0
+        self.usage: dict[str, deque] = {}
+        self.throttled: list[float] = []
+        self.filtered: list[str] = []
+        self.deleted_files: list[str] = []
         self._servers: list[ThreadingHTTPServer] = []
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -161,11 +192,12 @@ class AzureOpenAIFake:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def env(self) -> dict[str, str]:
-        """What a user's environment holds for this account: coordinates, key, service principal."""
+    def env(self, keyless: bool = False) -> dict[str, str]:
+        """What a user's environment holds for this account: coordinates, key (none when keyless), service
+        principal."""
         return {
             "AZURE_OPENAI_ENDPOINT": self.endpoint,
-            "AZURE_OPENAI_API_KEY": self.api_key,
+            **({} if keyless else {"AZURE_OPENAI_API_KEY": self.api_key}),
             "AZURE_SUBSCRIPTION_ID": self.subscription,
             "AZURE_RESOURCE_GROUP": self.resource_group,
             "AZURE_OPENAI_ACCOUNT": self.account,
@@ -184,15 +216,54 @@ class AzureOpenAIFake:
             "deploy.poll_seconds=0.02",
         ]
 
+    def add_deployment(self, name: str, model: str, capacity: int = 1) -> None:
+        """A deployment someone else made: of a fine-tuned model (answering "ok") unless `model` is a base one."""
+        with self.lock:
+            if model not in BASE_MODELS:
+                example = {"messages": [{"role": "user", "content": "fine"}, {"role": "assistant", "content": "ok"}]}
+                self.models.setdefault(model, FineTunedModel.learn([example]))
+            self.deployments[name] = {
+                "id": f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}/providers/"
+                f"Microsoft.CognitiveServices/accounts/{self.account}/deployments/{name}",
+                "name": name,
+                "type": "Microsoft.CognitiveServices/accounts/deployments",
+                "sku": {"name": "standard", "capacity": capacity},
+                "properties": {
+                    "model": {"format": "OpenAI", "name": model, "version": "1"},
+                    "provisioningState": "Succeeded",
+                    "capabilities": {"chatCompletion": "true"},
+                },
+                "_reads": 0,
+            }
+
     # -- data plane ----------------------------------------------------------------------------------
-    def _data_plane(self, request: _Request) -> Reply:
-        if request.headers.get("api-key") != self.api_key:
+    def _authenticate(self, request: _Request) -> None:
+        """An api-key (unless local auth is disabled) or a bearer token issued for Cognitive Services."""
+        key = request.headers.get("api-key")
+        auth = request.headers.get("Authorization", "")
+        if key is None and auth.startswith("Bearer "):
+            with self.lock:
+                scope = self.token_scopes.get(auth[7:])
+            if scope != COGNITIVE_SCOPE:
+                raise error(
+                    401,
+                    "401",
+                    "Unauthorized. Access token is missing, invalid, audience is incorrect "
+                    "(https://cognitiveservices.azure.com), or have expired.",
+                )
+            return
+        if key is not None and self.local_auth_disabled:
+            raise error(403, "AuthenticationTypeDisabled", "Key based authentication is disabled for this resource.")
+        if key != self.api_key:
             raise error(
                 401,
                 "401",
                 "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
                 "key for an active subscription and use a correct regional API endpoint for your resource.",
             )
+
+    def _data_plane(self, request: _Request) -> Reply:
+        self._authenticate(request)
         version = request.query.get("api-version")
         if version is None:
             raise error(404, "404", "Resource not found")
@@ -204,6 +275,10 @@ class AzureOpenAIFake:
         parts = parts[1:]
         method = request.method
         if parts == ["models"] and method == "GET":
+            if self.throttle_models:
+                reply = error(429, "429", "Rate limit is exceeded. Try again in 42 seconds.")
+                reply.headers = {"retry-after": "42", "retry-after-ms": "42000"}
+                raise reply
             return Reply(200, {"object": "list", "data": self._models()})
         if parts == ["files"] and method == "POST":
             return self._upload(request)
@@ -213,6 +288,7 @@ class AzureOpenAIFake:
             file = self._file(parts[1])
             if method == "DELETE":
                 del self.files[parts[1]]
+                self.deleted_files.append(parts[1])
                 return Reply(200, {"id": parts[1], "object": "file", "deleted": True})
             if file["status"] == "pending":
                 file["status"] = "error" if parts[1] in self.rejected else "processed"
@@ -254,6 +330,13 @@ class AzureOpenAIFake:
         filename, content = form["file"]
         if not filename.endswith(".jsonl"):
             raise error(400, "invalidPayload", "Fine-tune files must be JSONL (.jsonl).")
+        if len(self.files) >= MAX_FILES:
+            raise error(
+                400,
+                "QuotaExceeded",
+                f"The maximum number of files ({MAX_FILES}) for this resource has been reached. Delete files you no "
+                "longer need and try again.",
+            )
         file_id = f"file-{secrets.token_hex(16)}"
         examples, problem = _chat_examples(content)
         if self.reject_files and problem is None:
@@ -281,7 +364,7 @@ class AzureOpenAIFake:
     def _fine_tuning(self, request: _Request, rest: list[str]) -> Reply:
         method = request.method
         if not rest and method == "POST":
-            return self._create_job(request.json())
+            return self._create_job(request.json(), request.query["api-version"])
         if not rest and method == "GET":
             jobs = sorted(self.jobs.values(), key=lambda j: j["created_at"], reverse=True)
             return Reply(200, self._page(jobs, request.query))
@@ -311,7 +394,7 @@ class AzureOpenAIFake:
         limit = int(query.get("limit", 20))
         return {"object": "list", "data": items[:limit], "has_more": len(items) > limit}
 
-    def _create_job(self, body: dict) -> Reply:
+    def _create_job(self, body: dict, version: str) -> Reply:
         for key in ("model", "training_file"):
             if not isinstance(body.get(key), str) or not body[key]:
                 raise error(400, "invalidPayload", f"The '{key}' field is required.", param=key)
@@ -333,8 +416,26 @@ class AzureOpenAIFake:
             if value != "auto" and (not isinstance(value, kind) or isinstance(value, bool) or value <= 0):
                 raise error(400, "invalidPayload", f"hyperparameters.{name}={value!r} must be a positive number.")
         suffix = body.get("suffix")
-        if suffix is not None and (len(suffix) > 64 or not re.fullmatch(r"[A-Za-z0-9_.-]+", suffix)):
-            raise error(400, "invalidPayload", f"suffix={suffix!r}: up to 64 letters, digits, '-', '_' or '.'.")
+        if suffix is not None and not SUFFIX.fullmatch(suffix):
+            raise error(
+                400,
+                "invalidPayload",
+                f"suffix={suffix!r}: the suffix can contain up to 40 characters (a-z, A-Z, 0-9, - and _).",
+                param="suffix",
+            )
+        training_type = body.get("trainingType")
+        if training_type is not None:
+            if version not in TRAINING_TYPE_VERSIONS:
+                raise error(400, "invalidPayload", f"trainingType is not supported in API version {version}.")
+            if training_type not in TRAINING_TYPES:
+                raise error(400, "invalidPayload", f"trainingType={training_type!r} is not a training type.")
+        if body["model"] in self.global_only_models and training_type != "globalstandard":
+            raise error(
+                400,
+                "invalidPayload",
+                f"The base model '{body['model']}' can only be fine-tuned with global training in this region "
+                "(trainingType globalstandard).",
+            )
         job_id = f"ftjob-{secrets.token_hex(16)}"
         job = {
             "id": job_id,
@@ -357,6 +458,7 @@ class AzureOpenAIFake:
             "error": None,
             "seed": body.get("seed", 0),
             "suffix": suffix,
+            "trainingType": training_type,
             "estimated_finish": None,
             "integrations": [],
         }
@@ -442,6 +544,12 @@ class AzureOpenAIFake:
         for message in messages:
             if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
                 raise error(400, "invalid_request_error", f"Invalid message: {message}", param="messages")
+        user = " ".join(m["content"] for m in messages if m["role"] == "user")
+        if any(word in user.lower() for word in self.filtered_words):
+            with self.lock:
+                self.filtered.append(user)
+            raise _content_filtered()
+        self._admit(deployment, found, messages, body, request.query["api-version"])
         with self.lock:
             if self.rate_limited_calls > 0:
                 self.rate_limited_calls -= 1
@@ -471,6 +579,43 @@ class AzureOpenAIFake:
                 "usage": {"prompt_tokens": tokens, "completion_tokens": 1, "total_tokens": tokens + 1},
             },
         )
+
+    def _admit(self, name: str, found: dict, messages: list, body: dict, version: str) -> None:
+        """The deployment's rate limits: requests and tokens (prompt characters / 4 plus max_tokens) in the
+        last minute, from its capacity; over either, a 429 saying when the request would fit."""
+        capacity = found["sku"]["capacity"]
+        requests, tokens = REQUESTS_PER_UNIT * capacity, TOKENS_PER_UNIT * capacity
+        cost = sum(len(m["content"]) for m in messages) // 4 + int(body.get("max_tokens") or 16)
+        with self.lock:
+            now = time.monotonic()
+            window = self.usage.setdefault(name, deque())
+            while window and window[0][0] <= now - self.rate_window:
+                window.popleft()
+            used = sum(t for _, t in window)
+            if not window or (len(window) < requests and used + cost <= tokens):
+                window.append((now, cost))  # an empty window admits any request, even one over the limit
+                return
+            if len(window) >= requests:
+                limit, free_at = "call rate limit", window[len(window) - requests][0] + self.rate_window
+            else:
+                limit, freed = "token rate limit", used
+                for stamp, spent in window:
+                    freed -= spent
+                    free_at = stamp + self.rate_window
+                    if freed + cost <= tokens:
+                        break
+            wait = max(0.001, free_at - now)
+            self.throttled.append(wait)
+        seconds = max(1, math.ceil(wait))
+        reply = error(
+            429,
+            "429",
+            f"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version {version} have exceeded "
+            f"{limit} of your current OpenAI S0 pricing tier. Please retry after {seconds} seconds. Please go here: "
+            "https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.",
+        )
+        reply.headers = {"retry-after": str(seconds), "retry-after-ms": str(math.ceil(wait * 1000))}
+        raise reply
 
     # -- Entra ID token endpoint and ARM --------------------------------------------------------------
     def _management(self, request: _Request) -> Reply:
@@ -510,6 +655,7 @@ class AzureOpenAIFake:
         token = "eyJ0eXAiOiJKV1QifQ." + secrets.token_urlsafe(32)
         with self.lock:
             self.tokens.add(token)
+            self.token_scopes[token] = scope
         return Reply(200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token})
 
     def _arm(self, request: _Request, parts: list[str]) -> Reply:
@@ -519,6 +665,13 @@ class AzureOpenAIFake:
                 401,
                 {"error": {"code": "AuthenticationFailed", "message": "Authentication failed."}},
                 {"WWW-Authenticate": f'Bearer authorization_uri="{self.management_endpoint}/{self.tenant_id}"'},
+            )
+        if self.token_scopes.get(auth[7:]) != f"{self.management_endpoint}/.default":
+            raise error(
+                401,
+                "InvalidAuthenticationTokenAudience",
+                "The access token has been obtained for wrong audience or resource. It should exactly match with one "
+                f"of the allowed audiences '{self.management_endpoint}/'.",
             )
         version = request.query.get("api-version")
         if version is None:
@@ -558,6 +711,8 @@ class AzureOpenAIFake:
                     "properties": {"endpoint": self.endpoint + "/", "provisioningState": "Succeeded"},
                 },
             )
+        if len(parts) == 9 and parts[8] == "deployments" and request.method == "GET":
+            return Reply(200, {"value": [_public(d) for d in self.deployments.values()]})
         if len(parts) == 10 and parts[8] == "deployments":
             return self._deployment(request, account_id, parts[9], version)
         raise error(404, "NotFound", f"No route for {request.path}")
@@ -602,6 +757,30 @@ class AzureOpenAIFake:
                 "DeploymentModelNotSupported",
                 f"The model '{model['name']}' of format OpenAI version {model['version']} is not available.",
             )
+        fine_tuned = model["name"] in self.models
+        if fine_tuned and str(sku.get("name", "")).lower() not in FINE_TUNED_SKUS:
+            raise error(
+                400,
+                "InvalidSkuName",
+                f"sku.name={sku.get('name')!r}: a fine-tuned model deploys as {', '.join(sorted(FINE_TUNED_SKUS))}.",
+            )
+        if existing is not None and existing["properties"]["model"]["name"] != model["name"]:
+            raise error(
+                400,
+                "CannotChangeDeploymentModel",
+                f"Cannot change the model of deployment '{name}' from '{existing['properties']['model']['name']}' "
+                f"to '{model['name']}'. Create a new deployment for the other model.",
+            )
+        others = [
+            d for n, d in self.deployments.items() if n != name and d["properties"]["model"]["name"] in self.models
+        ]
+        if fine_tuned and existing is None and len(others) >= MAX_FINE_TUNED_DEPLOYMENTS:
+            raise error(
+                400,
+                "QuotaExceeded",
+                f"The maximum number of fine-tuned model deployments ({MAX_FINE_TUNED_DEPLOYMENTS}) for this resource "
+                "has been reached. Delete a deployment of a fine-tuned model and try again.",
+            )
         if self.quota_exhausted:
             raise error(
                 400,
@@ -628,6 +807,33 @@ class AzureOpenAIFake:
             raise error(404, "NotFound", "No such operation.")
         self.operations[operation] += 1
         return Reply(202, None, {"Retry-After": "0"}) if self.operations[operation] < 2 else Reply(204)
+
+
+def _content_filtered() -> Reply:
+    """The content filter's refusal of a prompt, as the service answers it."""
+    return Reply(
+        400,
+        {
+            "error": {
+                "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management "
+                "policy. Please modify your prompt and retry. To learn more about our content filtering policies "
+                "please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766",
+                "type": None,
+                "param": "prompt",
+                "code": "content_filter",
+                "status": 400,
+                "innererror": {
+                    "code": "ResponsibleAIPolicyViolation",
+                    "content_filter_result": {
+                        "hate": {"filtered": False, "severity": "safe"},
+                        "self_harm": {"filtered": False, "severity": "safe"},
+                        "sexual": {"filtered": False, "severity": "safe"},
+                        "violence": {"filtered": True, "severity": "medium"},
+                    },
+                },
+            }
+        },
+    )
 
 
 def _public(resource: dict) -> dict:

@@ -4,7 +4,6 @@ events and checkpoints logged to the run)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from omegaconf import DictConfig
 
 from sweeps.azure_openai import StillRunning
 from sweeps.azure_openai.account import Account, _account_key, _reason
+from sweeps.azure_openai.files import delete_files, run_files
 from sweeps.champion import Champion, EvalSet
 from sweeps.errors import ConfigError, DeployError
 from sweeps.schema.deploy import AzureOpenAIDeployConfig
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from openai.types.fine_tuning import FineTuningJob
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-FILE_DONE = ("processed", "error", "deleted")
+# Azure's recommended learning_rate_multiplier range ("values in the range 0.02 to 0.2"); a mapped value outside
+# it is clamped, a number in deploy.hyperparameters is sent as is.
+LR_MULTIPLIER_RANGE = (0.02, 0.2)
 
 
 def hyperparameters(cfg: AzureOpenAIDeployConfig, params: dict[str, str]) -> dict[str, int | float]:
@@ -48,12 +50,25 @@ def hyperparameters(cfg: AzureOpenAIDeployConfig, params: dict[str, str]) -> dic
                     f"deploy.hyperparameters.{name}={source}: the run's {source} is {params[source]!r}, not a number"
                 ) from None
             if name == "learning_rate_multiplier":
-                value /= cfg.lr_reference
+                value = _clamped_multiplier(value / cfg.lr_reference, source, float(params[source]), cfg)
         if name in ("n_epochs", "batch_size"):
             out[name] = max(1, round(value))
         else:
             out[name] = float(f"{value:.6g}")
     return out
+
+
+def _clamped_multiplier(value: float, source: str, param: float, cfg: AzureOpenAIDeployConfig) -> float:
+    low, high = LR_MULTIPLIER_RANGE
+    clamped = min(max(value, low), high)
+    if clamped != value:
+        print(
+            f"note: learning_rate_multiplier = {source} {param:g} / lr_reference {cfg.lr_reference:g} = {value:.4g}, "
+            f"outside Azure's recommended {low:g} to {high:g}; using {clamped:g} (set "
+            f"deploy.hyperparameters.learning_rate_multiplier={value:.4g} to send it as is)",
+            flush=True,
+        )
+    return clamped
 
 
 def chat_rows(texts: list[str], labels: list[int], label_names: list[str], system: str) -> list[dict]:
@@ -74,7 +89,7 @@ def _spec(
     cfg: AzureOpenAIDeployConfig, champion: Champion, hyper: dict, evals: EvalSet, account: Account
 ) -> dict[str, Any]:
     seed = cfg.seed if cfg.seed is not None else int(champion.run.data.params.get("seed", 0) or 0)
-    return {
+    spec = {
         "account": _account_key(account),
         "base_model": cfg.base_model,
         "suffix": cfg.suffix,
@@ -85,6 +100,9 @@ def _spec(
         "eval_fingerprint": evals.fingerprint,
         "source_run": champion.run.info.run_id,
     }
+    if cfg.training_type is not None:  # only then, so the spec (and its key) of earlier runs stays the same
+        spec["training_type"] = cfg.training_type
+    return spec
 
 
 def _deploy_run(
@@ -131,84 +149,42 @@ def _plain(cfg: AzureOpenAIDeployConfig) -> dict[str, Any]:
     return values
 
 
-def _upload(
-    client: AzureOpenAI, mlflow_client: MlflowClient, run_id: str, tags: dict, rows: dict[str, list], folder: Path
-) -> dict[str, str]:
-    """Upload (or find again) the training and validation files; wait until the service has processed them."""
-    ids = {}
-    for split, examples in rows.items():
-        tag = f"azure.{split}_file"
-        file_id = tags.get(tag)
-        if file_id and _file_status(client, file_id) not in ("error", "deleted", "gone"):
-            ids[split] = file_id
-            continue
-        path = folder / f"{split}.jsonl"
-        path.write_text("".join(json.dumps(e) + "\n" for e in examples))
-        mlflow_client.log_artifact(run_id, str(path), "data")
-        with path.open("rb") as fh:
-            uploaded = client.files.create(file=(path.name, fh), purpose="fine-tune")
-        print(f"uploaded {split} data: {uploaded.id} ({len(examples)} examples, {uploaded.bytes} bytes)", flush=True)
-        mlflow_client.set_tag(run_id, tag, uploaded.id)
-        ids[split] = uploaded.id
-    return ids
-
-
-def _file_status(client: AzureOpenAI, file_id: str) -> str:
-    import openai
-
-    try:
-        return client.files.retrieve(file_id).status
-    except openai.NotFoundError:
-        return "gone"
-
-
-def _wait_files(client: AzureOpenAI, mlflow_client: MlflowClient, run_id: str, ids: dict, cfg, deadline: float):
-    for split, file_id in ids.items():
-        while True:
-            file = client.files.retrieve(file_id)
-            if file.status in FILE_DONE:
-                break
-            if time.monotonic() > deadline:
-                raise StillRunning(f"file {file_id} is still {file.status}; rerun to wait for it again")
-            time.sleep(cfg.poll_seconds)
-        if file.status != "processed":
-            mlflow_client.delete_tag(run_id, f"azure.{split}_file")
-            reason = file.status_details or "no reason given"
-            raise DeployError(f"Azure OpenAI rejected the {split} file {file_id} ({file.status}): {reason}")
-
-
 def _job(
-    client: AzureOpenAI,
-    mlflow_client: MlflowClient,
-    run_id: str,
-    tags: dict,
-    files: dict,
-    spec: dict,
-    restart: bool,
-) -> FineTuningJob:
-    """The run's job (re-attached), or a new one; a failed or cancelled job is replaced only with --restart."""
+    client: AzureOpenAI, mlflow_client: MlflowClient, run_id: str, tags: dict, restart: bool
+) -> FineTuningJob | None:
+    """The run's job to re-attach to, or None when a new one is to start; a failed or cancelled job is replaced
+    only with --restart (its files are deleted: no job needs them)."""
     import openai
 
     job_id = tags.get("azure.job")
-    job = None
-    if job_id:
-        try:
-            job = client.fine_tuning.jobs.retrieve(job_id)
-        except openai.NotFoundError:
-            print(f"fine-tuning job {job_id} no longer exists in the account; starting a new one", flush=True)
-            mlflow_client.delete_tag(run_id, "azure.last_event")
-    if job is not None:
-        if job.status not in ("failed", "cancelled"):
-            print(f"re-attached to fine-tuning job {job.id} ({job.status})", flush=True)
-            return job
-        if not restart:
-            raise DeployError(
-                f"fine-tuning job {job.id} {job.status}{_job_error(job)}; start a new one with "
-                "python -m sweeps deploy --restart deploy=azure_openai ..."
-            )
-        previous = ",".join(filter(None, [tags.get("azure.previous_jobs"), job.id]))
-        mlflow_client.set_tag(run_id, "azure.previous_jobs", previous)
+    if not job_id:
+        return None
+    try:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+    except openai.NotFoundError:
+        print(f"fine-tuning job {job_id} no longer exists in the account; starting a new one", flush=True)
         mlflow_client.delete_tag(run_id, "azure.last_event")
+        return None
+    if job.status not in ("failed", "cancelled"):
+        print(f"re-attached to fine-tuning job {job.id} ({job.status})", flush=True)
+        return job
+    delete_files(client, mlflow_client, run_id, run_files(tags))
+    if not restart:
+        raise DeployError(
+            f"fine-tuning job {job.id} {job.status}{_job_error(job)}; start a new one with "
+            "python -m sweeps deploy --restart deploy=azure_openai ..."
+        )
+    previous = ",".join(filter(None, [tags.get("azure.previous_jobs"), job.id]))
+    mlflow_client.set_tag(run_id, "azure.previous_jobs", previous)
+    mlflow_client.delete_tag(run_id, "azure.last_event")
+    return None
+
+
+def _start_job(client: AzureOpenAI, mlflow_client: MlflowClient, run_id: str, files: dict, spec: dict) -> FineTuningJob:
+    """A new fine-tuning job on the processed files; a refusal deletes them (no job needs them)."""
+    import openai
+
+    extra = {"trainingType": spec["training_type"]} if spec.get("training_type") else None
     try:
         job = client.fine_tuning.jobs.create(
             model=spec["base_model"],
@@ -217,8 +193,15 @@ def _job(
             hyperparameters=spec["hyperparameters"],
             suffix=spec["suffix"],
             seed=spec["seed"],
+            extra_body=extra,
         )
     except openai.BadRequestError as exc:
+        delete_files(client, mlflow_client, run_id, files)
+        if "global training" in str(exc) and not spec.get("training_type"):
+            raise ConfigError(
+                f"deploy.base_model={spec['base_model']}: {_reason(exc)}; set deploy.training_type=globalstandard "
+                "and deploy.api_version=2025-02-01-preview (or later)"
+            ) from None
         raise DeployError(f"Azure OpenAI refused the fine-tuning job: {_reason(exc)}") from None
     print(f"started fine-tuning job {job.id} on {job.model} ({spec['hyperparameters']})", flush=True)
     mlflow_client.set_tag(run_id, "azure.job", job.id)
