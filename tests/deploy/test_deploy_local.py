@@ -91,8 +91,8 @@ def test_deploy_test_scores_the_endpoint_like_training(
     champion = client.get_run(project.better)
     assert run.data.tags["dataset.test_fingerprint"] == champion.data.tags["dataset.test_fingerprint"]
     assert run.data.metrics["eval_examples"] == 32 and run.data.metrics["unparsed_answers"] == 0
-    for key in ("accuracy", "precision", "recall", "f1"):  # the same model on the same eval set
-        assert run.data.metrics[key] == pytest.approx(champion.data.metrics[key]), key
+    for key in ("accuracy", "precision", "recall", "f1"):  # the same model on the same test split
+        assert run.data.metrics[key] == pytest.approx(champion.data.metrics[f"test_{key}"]), key
         assert key in out
     for found in client.search_runs([experiment.experiment_id]):
         assert KEY not in " ".join([*found.data.params.values(), *found.data.tags.values()])

@@ -147,5 +147,5 @@ def test_tracking_uri_override_promotes_from_a_local_store_as_the_environment_va
     assert done.returncode == 0, done.stderr[-3000:]
     assert "champion: version 1" in done.stdout
     assert not (elsewhere / "mlflow.db").exists() and not (elsewhere / "mlruns").exists()
-    (version,) = MlflowClient(store).search_model_versions("name = 'local'")
+    (version,) = MlflowClient(store, registry_uri=store).search_model_versions("name = 'local'")
     assert version.source.startswith("models:/m-")
