@@ -149,8 +149,9 @@ def test_two_processes_make_one_tracked_run(two_process_run) -> None:
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{cwd / 'outputs' / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = [r for r in found if "mlflow.parentRunId" in r.data.tags]  # the multirun's parent run aside
+    assert len(found) == 2 and len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "eval_accuracy")] == [10, 20]
     log = (cwd / "run" / "train.log").read_text()
     assert "200 validation / 200 test examples" in log and "2 processes" in log

@@ -70,3 +70,20 @@ def test_compute_databricks_selects_its_launcher_in_either_order(order: list[str
     cfg = compose(order, with_hydra=True)
     assert cfg.hydra.launcher._target_ == DATABRICKS
     assert cfg.hydra.sweeper._target_ == OPTUNA
+
+
+def test_changing_only_the_budget_keeps_the_study_name() -> None:
+    """The study's default name digests the search space, directions and the job's (task) overrides; the budget
+    (hydra.sweeper.n_trials, timeout, workers) is a Hydra override, so a rerun with more trials continues it."""
+    from hydra_plugins.sweeps_optuna_sweeper._options import Options
+    from hydra_plugins.sweeps_optuna_sweeper._prepare import _default_study_name
+
+    names = set()
+    for budget in ([], ["hydra.sweeper.n_trials=40", "hydra.sweeper.timeout=600", "hydra.sweeper.workers=2"]):
+        cfg = compose(["sweep=imdb_tpe", "lr=1e-4", *budget], with_hydra=True)
+        arguments = list(cfg.hydra.overrides.task)  # what Hydra hands the sweeper
+        assert not any(a.startswith("hydra.") for a in arguments)
+        names.add(_default_study_name(cfg, Options.parse(cfg.hydra.sweeper), arguments))
+    assert len(names) == 1
+    other = compose(["sweep=imdb_tpe", "lr=2e-4"], with_hydra=True)
+    assert _default_study_name(other, Options.parse(other.hydra.sweeper), list(other.hydra.overrides.task)) not in names
