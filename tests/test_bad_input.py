@@ -85,7 +85,7 @@ PREFLIGHT = {
     "missing data path": (["dataset.path=/no/such/folder"], "dataset.path=/no/such/folder"),
     "missing tokenizer folder": (["tokenizer.path=/no/such/tokenizer"], "tokenizer.path=/no/such/tokenizer"),
     "unknown objective": (["objective=bleu"], "objective=bleu"),
-    "heads do not divide width": (["model.n_embd=65"], "model.n_embd=65"),
+    "heads do not divide width": (["model.hidden=65"], "model.hidden=65"),
     "sequence longer than the model": (["tokenizer.max_length=2048"], "tokenizer.max_length=2048"),
     "unknown task": (["model.task=regression"], "model.task=regression"),
     "tracking server down": (_dead_tracking_server, "tracking.uri=http://127.0.0.1:"),
