@@ -117,7 +117,7 @@ def test_overrides_that_do_not_compose(case: str, project: Path) -> None:
 def test_unknown_group_option_names_the_choices(project: Path) -> None:
     errors = _problems(lambda: compose([*OFFLINE_IMDB, "model=gpt3"]))
     assert errors == [errors[0]] and errors[0].startswith("model=gpt3: no such option in conf/model/"), errors
-    assert "choose one of distilgpt2, gpt2" in errors[0]
+    assert "choose one of distilgpt2, gemma3_1b, gpt2," in errors[0]
 
 
 @pytest.mark.parametrize("case", list(PREFLIGHT), ids=list(PREFLIGHT))

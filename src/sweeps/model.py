@@ -33,8 +33,11 @@ def problems(cfg: ModelConfig) -> list[str]:
         errors.append(f"model.dropout={cfg.dropout}: must be in [0, 1)")
     if cfg.dtype not in DTYPES:
         errors.append(f"model.dtype={cfg.dtype}: choose one of {', '.join(DTYPES)}")
-    if cfg.attn_implementation not in ATTENTION:
-        errors.append(f"model.attn_implementation={cfg.attn_implementation}: choose one of {', '.join(ATTENTION)}")
+    if cfg.attn_implementation is not None and cfg.attn_implementation not in ATTENTION:
+        errors.append(
+            f"model.attn_implementation={cfg.attn_implementation}: choose one of {', '.join(ATTENTION)}, "
+            "or null for transformers' choice"
+        )
     elif cfg.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         errors.append(
             "model.attn_implementation=flash_attention_2: the flash_attn package is not installed; "
@@ -130,16 +133,27 @@ def build_model(
     quantization_config, a device_map, ...) and override the options above; a scratch model takes none."""
     auto = _auto(cfg)
     options = {"dtype": weight_dtype(cfg, device), "attn_implementation": cfg.attn_implementation}
-    if cfg.init == "scratch":
-        model = auto.from_config(architecture(cfg, label_names, pad_token_id, vocab_size), **options)
-    else:
-        from sweeps import hub
+    try:
+        if cfg.init == "scratch":
+            model = auto.from_config(architecture(cfg, label_names, pad_token_id, vocab_size), **options)
+        else:
+            from sweeps import hub
 
-        head = _head(cfg, label_names)
-        kwargs = {**options, **load_kwargs}
-        model = hub.load("model.name", cfg.name, auto.from_pretrained, pad_token_id=pad_token_id, **head, **kwargs)
+            head, kwargs = _head(cfg, label_names), {**options, **load_kwargs}
+            model = hub.load("model.name", cfg.name, auto.from_pretrained, pad_token_id=pad_token_id, **head, **kwargs)
+    except ValueError as exc:
+        if cfg.attn_implementation is None or "attention" not in str(exc).lower():
+            raise
+        raise ConfigError(
+            f"model.attn_implementation={cfg.attn_implementation}: this architecture does not support it "
+            f"({str(exc).splitlines()[0][:160]}); use eager, or null for transformers' choice"
+        ) from exc
     model.config.pad_token_id = pad_token_id
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        reentrant = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.2x names it so
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=reentrant)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant)
         model.config.use_cache = False
     return model

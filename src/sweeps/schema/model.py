@@ -37,7 +37,8 @@ class ModelConfig:
     tie_embeddings: bool | None = None
     # Weights' dtype: auto (bfloat16 on GPUs that support it, float32 elsewhere), float32, bfloat16.
     dtype: str = "auto"
-    # Attention kernel: sdpa, eager, or flash_attention_2 (CUDA, with the flash_attn package installed).
-    attn_implementation: str = "sdpa"
+    # Attention kernel: sdpa, eager, or flash_attention_2 (CUDA, with the flash_attn package installed); null:
+    # transformers' choice (sdpa where the family has it, e.g. not Gemma 2, whose soft-capping needs eager).
+    attn_implementation: str | None = None
     # Recompute each block's activations in the backward pass: less memory, about a third more compute.
     gradient_checkpointing: bool = False
