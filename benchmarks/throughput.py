@@ -35,7 +35,7 @@ WARMUP = 0.1  # fraction of the steps spent warming the learning rate up, in eve
 # Per device: model size, batch sizes, steps (timed after warm-up) and the accuracy budget.
 SETTINGS = {
     "cpu": dict(
-        arch=dict(n_layer=2, n_head=2, n_embd=128),
+        arch=dict(layers=2, heads=2, hidden=128),
         cls_batch=16,
         lm_batch=4,
         steps=12,
@@ -47,7 +47,7 @@ SETTINGS = {
         eval_examples=1000,
     ),
     "cuda": dict(
-        arch=dict(n_layer=12, n_head=12, n_embd=768),
+        arch=dict(layers=12, heads=12, hidden=768),
         cls_batch=64,
         lm_batch=16,
         steps=40,
@@ -142,20 +142,24 @@ def measured_peak_flops() -> float:
 def flops_per_token(model, seq: float, lm_head: bool) -> float:
     """6·(non-embedding params, plus the LM head's matmul) + 12·layers·width·seq."""
     config = model.config
-    embeddings = config.vocab_size * config.n_embd + config.n_positions * config.n_embd
+    width = config.hidden_size
+    embeddings = config.vocab_size * width + config.max_position_embeddings * width
     params = sum(p.numel() for p in model.parameters()) - embeddings
     if lm_head:
-        params += config.vocab_size * config.n_embd
-    return 6 * params + 12 * config.n_layer * config.n_embd * seq
+        params += config.vocab_size * width
+    return 6 * params + 12 * config.num_hidden_layers * width * seq
 
 
 def build(arch: dict, task: str, seed: int = 0):
+    """A GPT-2 of `arch` (the model group's size keys) with random weights, in float32, through sweeps' builder."""
     import torch
-    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    from sweeps.model import build_model
+    from sweeps.schema.model import ModelConfig
 
     torch.manual_seed(seed)
-    config = GPT2Config(**arch, pad_token_id=PAD_ID, num_labels=2)
-    return GPT2LMHeadModel(config) if task == "lm" else GPT2ForSequenceClassification(config)
+    cfg = ModelConfig(init="scratch", task="causal_lm" if task == "lm" else "classification", dtype="float32", **arch)
+    return build_model(cfg, ["negative", "positive"], PAD_ID, PAD_ID + 1)
 
 
 def tutorial_recipe(

@@ -19,9 +19,9 @@ GPT2_TOKENIZER = SHARED / "tokenizers" / "gpt2"
 # A model small enough to train in seconds on a CPU.
 TINY = [
     "model.init=scratch",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
+    "model.layers=2",
+    "model.heads=2",
+    "model.hidden=64",
     "model.dropout=0.0",
     "compute=cpu",
     f"tokenizer.path={GPT2_TOKENIZER}",

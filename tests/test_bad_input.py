@@ -85,7 +85,7 @@ PREFLIGHT = {
     "missing data path": (["dataset.path=/no/such/folder"], "dataset.path=/no/such/folder"),
     "missing tokenizer folder": (["tokenizer.path=/no/such/tokenizer"], "tokenizer.path=/no/such/tokenizer"),
     "unknown objective": (["objective=bleu"], "objective=bleu"),
-    "heads do not divide width": (["model.n_embd=65"], "model.n_embd=65"),
+    "heads do not divide width": (["model.hidden=65"], "model.hidden=65"),
     "sequence longer than the model": (["tokenizer.max_length=2048"], "tokenizer.max_length=2048"),
     "unknown task": (["model.task=regression"], "model.task=regression"),
     "tracking server down": (_dead_tracking_server, "tracking.uri=http://127.0.0.1:"),
@@ -117,7 +117,7 @@ def test_overrides_that_do_not_compose(case: str, project: Path) -> None:
 def test_unknown_group_option_names_the_choices(project: Path) -> None:
     errors = _problems(lambda: compose([*OFFLINE_IMDB, "model=gpt3"]))
     assert errors == [errors[0]] and errors[0].startswith("model=gpt3: no such option in conf/model/"), errors
-    assert "choose one of distilgpt2, gpt2" in errors[0]
+    assert "choose one of distilgpt2, gemma3_1b, gpt2," in errors[0]
 
 
 @pytest.mark.parametrize("case", list(PREFLIGHT), ids=list(PREFLIGHT))

@@ -43,10 +43,10 @@ def preflight(cfg: DictConfig) -> None:
         errors.append(f"eval_every={cfg.eval_every}: steps between evaluations, >= 0 (0: only at the end)")
     if cfg.objective not in OBJECTIVES:
         errors.append(f"objective={cfg.objective}: choose one of {', '.join(OBJECTIVES)}")
-    if cfg.model.init == "scratch" and cfg.tokenizer.max_length > cfg.model.n_positions:
+    if cfg.model.init == "scratch" and cfg.tokenizer.max_length > cfg.model.max_positions:
         errors.append(
-            f"tokenizer.max_length={cfg.tokenizer.max_length}: longer than model.n_positions="
-            f"{cfg.model.n_positions}; lower it or raise model.n_positions"
+            f"tokenizer.max_length={cfg.tokenizer.max_length}: longer than model.max_positions="
+            f"{cfg.model.max_positions}; lower it or raise model.max_positions"
         )
     if not errors:
         errors += tracking.problems(cfg.tracking)
@@ -59,8 +59,8 @@ def train(cfg: DictConfig) -> float:
     `compute.processes` > 1, the run's processes are started here; each trains on its share of the batches."""
     preflight(cfg)  # before the heavy imports: a typo costs no more than a second
     if cfg.compute.processes > 1 and distributed.Ranks.from_env().world == 1:
-        compute.resolve_device(cfg.compute)
-        _prepare(cfg)  # bad data or tokenizer settings stop the run here, and the ranks find the caches full
+        # bad data, tokenizer or model settings stop the run here, and the ranks find the caches full
+        _prepare(cfg, compute.resolve_device(cfg.compute))
         return distributed.launch(_rank, (cfg, run_record.hydra_yaml()), cfg.compute.processes)
     ranks, device = distributed.join(compute.resolve_device(cfg.compute))
     try:
@@ -85,15 +85,17 @@ def _rank(cfg: DictConfig, hydra_yaml: str | None) -> float:
     return train(cfg)
 
 
-def _prepare(cfg: DictConfig):
-    """Data (read, selected, tokenised) and tokenizer, from the caches when a run has prepared them before;
-    with the seconds data preparation took."""
+def _prepare(cfg: DictConfig, device: str):
+    """Tokenizer and data (read, selected, tokenised), from the caches when a run has prepared them before;
+    with the seconds data preparation took. Between the two, the model's size and memory are estimated from its
+    config: a model that cannot fit the device stops the run before any data is tokenised."""
     from sweeps.tokens import encode
 
     cache = tracking.outputs_dir() / "cache"
     started = time.perf_counter()
-    splits = dataset.load_splits(cfg.dataset, cache / "splits")
     tok = tokenizer.load_tokenizer(cfg.tokenizer)
+    model.check_run(cfg, list(cfg.dataset.label_names), tok.pad_token_id, len(tok), device)
+    splits = dataset.load_splits(cfg.dataset, cache / "splits")
     encodings = encode(
         splits, tok, tokenizer.identity(tok), cfg.tokenizer.max_length, cfg.model.task, cfg.dataset, cache / "tokens"
     )
@@ -148,8 +150,9 @@ def setup(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> Job:
     preparation (reading, selecting, tokenising) is cached, so a sweep's later trials skip it; each machine's
     first process fills the caches before its others read them."""
     with distributed.local_first(ranks):
-        splits, tok, encodings, prep_seconds = _prepare(cfg)
-    net = model.build_model(cfg.model, list(cfg.dataset.label_names), tok.pad_token_id, len(tok)).to(device)
+        splits, tok, encodings, prep_seconds = _prepare(cfg, device)
+    net = model.build_model(cfg.model, list(cfg.dataset.label_names), tok.pad_token_id, len(tok), device=device)
+    net = net.to(device)
     log.info(
         "data: %d train / %d validation / %d test examples from %s (fingerprint %s, tokens %s)%s",
         len(splits.train),
