@@ -2,9 +2,11 @@
 operations on each side.
 
 The sweeper gives each trial `trial_env(...)`: where to append its progress, the file whose presence asks
-it to stop (prune), its study, its number and the sweep's MLflow parent run. The trial reports with
-`report(step, value)`, checks `pruned()` between steps and tags its MLflow run with `sweep_tags()`. The
-sweeper reads the progress with a `ProgressReader` and prunes with `request_prune()`. A trial run outside a
+it to stop (prune), its study, its number, the sweep's MLflow parent run and, for a trial run again after an
+interruption, the run dir of its previous attempt (`resume_dir()`: the trial continues from its checkpoint). The
+trial names its run dir with `announce_run_dir(path)`, reports with `report(step, value)`, checks `pruned()`
+between steps and tags its MLflow run with `sweep_tags()`. The sweeper reads the progress (and the run dir) with
+a `ProgressReader` and prunes with `request_prune()`. A trial run outside a
 sweep sees none of the variables: every operation then does nothing.
 """
 
@@ -21,6 +23,7 @@ STUDY_NAME = "SWEEPS_STUDY_NAME"
 TRIAL_NUMBER = "SWEEPS_TRIAL_NUMBER"
 PARENT_RUN_ID = "SWEEPS_PARENT_RUN_ID"  # the sweep's MLflow run
 DATABRICKS_RUN_ID = "SWEEPS_DATABRICKS_RUN_ID"  # set on the cluster by the Databricks launcher
+RESUME_DIR = "SWEEPS_RESUME_DIR"  # the run dir of the trial's interrupted previous attempt
 
 # Paths on the sweeper's machine: a trial that runs elsewhere gets the launcher's own in their place.
 LOCAL_PATHS = (PROGRESS_FILE, PRUNE_FILE)
@@ -43,6 +46,19 @@ def report(step: int, value: float) -> None:
     if path is not None:
         with open(path, "a") as f:
             f.write(json.dumps({"step": int(step), "value": float(value)}) + "\n")
+
+
+def announce_run_dir(path: Path) -> None:
+    """Tell the sweeper where this trial's run dir (and checkpoints) is: one {"run_dir"} progress line."""
+    target = progress_file()
+    if target is not None:
+        with open(target, "a") as f:
+            f.write(json.dumps({"run_dir": str(path)}) + "\n")
+
+
+def resume_dir() -> str | None:
+    """The run dir this trial continues from (a rerun of an interrupted trial), or None."""
+    return _get(RESUME_DIR, None)
 
 
 def pruned() -> bool:
@@ -103,11 +119,21 @@ def remote_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- the sweeper's side
-def trial_env(progress: Path, prune: Path, study: str, number: int, parent_run_id: str | None = None) -> dict[str, str]:
-    """The environment a trial gets: its progress and prune files, its study and number, the parent run."""
+def trial_env(
+    progress: Path,
+    prune: Path,
+    study: str,
+    number: int,
+    parent_run_id: str | None = None,
+    resume_from: str | None = None,
+) -> dict[str, str]:
+    """The environment a trial gets: its progress and prune files, its study and number, the parent run, and
+    the run dir it resumes from."""
     env = {PROGRESS_FILE: str(progress), PRUNE_FILE: str(prune), STUDY_NAME: study, TRIAL_NUMBER: str(number)}
     if parent_run_id is not None:
         env[PARENT_RUN_ID] = parent_run_id
+    if resume_from is not None:
+        env[RESUME_DIR] = resume_from
     return env
 
 
@@ -117,12 +143,14 @@ def request_prune(prune: Path) -> None:
 
 
 class ProgressReader:
-    """Reads the complete lines appended to one trial's progress file since the last read."""
+    """Reads the complete lines appended to one trial's progress file since the last read (and the run dir the
+    trial announced, in `run_dir`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
         self.last_step: int | None = None
+        self.run_dir: str | None = None
 
     def read(self) -> list[tuple[int, float]]:
         """New (step, value) reports, in order; malformed lines and repeated steps are skipped."""
@@ -140,6 +168,9 @@ class ProgressReader:
         for line in data[: end + 1].splitlines():
             try:
                 record = json.loads(line)
+                if isinstance(record, dict) and "run_dir" in record:
+                    self.run_dir = str(record["run_dir"])
+                    continue
                 step, value = int(record["step"]), float(record["value"])
             except (ValueError, KeyError, TypeError):
                 continue
