@@ -21,14 +21,14 @@ from typing import Any
 import optuna
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
-from optuna.trial import FrozenTrial, Trial, TrialState
+from optuna.trial import Trial, TrialState
 
 from sweeps import channel
 from sweeps.channel import ProgressReader
 from sweeps.errors import exit_on_config_error, mark_started
-from sweeps.launching import AsyncLauncher, AttachableLauncher, JobHandle
+from sweeps.launching import AsyncLauncher, AttachableLauncher, JobHandle, LostJob
 
-from . import _outcome, _search_space, _signals, _study
+from . import _outcome, _results, _search_space, _signals, _study
 from ._options import key
 from ._prepare import Plan, prepare
 from .optuna_sweeper import SweepsOptunaSweeper
@@ -161,12 +161,13 @@ class Driver:
         overrides = self.plan.space.overrides(dict(trial.params))
         trial_dir = self.plan.sweep_dir / ".trials" / str(trial.number)
         trial_dir.mkdir(parents=True, exist_ok=True)
+        trial.set_user_attr(_study.PROGRESS_FILE, str(trial_dir / "progress.jsonl"))  # a rerun reads its run dir
         return Running(trial, overrides, ProgressReader(trial_dir / "progress.jsonl"), trial_dir / "prune")
 
     def _env(self, run: Running) -> dict[str, str]:
-        return channel.trial_env(
-            run.progress.path, run.prune_file, self.plan.study_name, run.trial.number, self.parent_run
-        )
+        resume_from = run.trial.user_attrs.get(_study.RESUME_FROM)  # a rerun continues its predecessor's run
+        args = (run.progress.path, run.prune_file, self.plan.study_name, run.trial.number, self.parent_run)
+        return channel.trial_env(*args, resume_from)
 
     def _run_async(self) -> None:
         """Refill free slots first, then tell Optuna about the trials that just ended."""
@@ -204,7 +205,6 @@ class Driver:
         assert run.handle is not None
         if run.handle.external_id is not None:
             run.trial.set_user_attr(_study.EXTERNAL_ID, run.handle.external_id)
-            run.trial.set_user_attr(_study.PROGRESS_FILE, str(run.progress.path))
             if run.handle.external_url:
                 run.trial.set_user_attr("sweeps:external_url", run.handle.external_url)
 
@@ -275,6 +275,8 @@ class Driver:
     def _check_progress(self, run: Running, decide: bool = True) -> bool:
         """Report new progress lines; True when the trial should be pruned (its prune file is then written)."""
         reports = run.progress.read()
+        if run.progress.run_dir and run.trial.user_attrs.get(_study.RUN_DIR) != run.progress.run_dir:
+            run.trial.set_user_attr(_study.RUN_DIR, run.progress.run_dir)
         if self.plan.multi or not reports:
             return False
         for step, value in reports:
@@ -305,6 +307,10 @@ class Driver:
         if run.progress.last_step is not None:
             trial.set_user_attr("last_step", run.progress.last_step)
         error = _outcome.job_error(ret)
+        if isinstance(ret._return_value, LostJob) and error is not None:  # continues from its checkpoint
+            run.told = _study.run_lost_again(self.study, trial, run.progress.run_dir, error, self.plan.opts.max_resumes)
+            if run.told:
+                return
         if error is None:
             try:
                 values = _outcome.values(ret.return_value, len(self.plan.opts.directions), self.plan.opts.metric)
@@ -344,9 +350,7 @@ class Driver:
                 if run.told:
                     continue
                 run.told = True
-                run.trial.set_user_attr(_study.INTERRUPTED, True)
-                self.study.tell(run.trial, state=TrialState.FAIL)
-                _study.requeue(self.study, run.trial.params, run.trial.number)
+                _study.requeue_interrupted(self.study, run.trial, run.progress)
             log.warning(
                 f"Interrupted: {len(self.running)} running trial(s) stopped and queued again; "
                 "rerun the same command to resume the study"
@@ -356,30 +360,7 @@ class Driver:
 
     # ---------------------------------------------------------------- results
     def _results(self) -> dict[str, Any]:
-        trials = self.study.get_trials(deepcopy=False)
-        states: dict[str, int] = {}
-        for t in trials:
-            states[t.state.name] = states.get(t.state.name, 0) + 1
-        results: dict[str, Any] = {
-            "name": "sweeps_optuna",
-            "study_name": self.plan.study_name,
-            "storage": _study.masked(self.plan.storage_url),
-            "trials": states,
-        }
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if self.plan.multi:
-            best = self.study.best_trials if complete else []
-            results["solutions"] = [{"number": t.number, "params": t.params, "values": t.values} for t in best]
-            log.info(f"Pareto front: {len(best)} trial(s)")
-        elif complete:
-            best_trial: FrozenTrial = self.study.best_trial
-            results.update(best_trial=best_trial.number, best_params=best_trial.params, best_value=best_trial.value)
-            log.info(f"Best trial {best_trial.number}: value {best_trial.value}, params {best_trial.params}")
-        else:
-            results.update(best_trial=None, best_params=None, best_value=None)
-            log.warning("No trial completed")
-        OmegaConf.save(OmegaConf.create(results), self.plan.sweep_dir / "optimization_results.yaml")
-        return results
+        return _results.results(self.study, self.plan)
 
     # ---------------------------------------------------------------- MLflow parent run
     def _start_tracking(self) -> None:
