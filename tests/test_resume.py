@@ -229,3 +229,59 @@ def test_early_stopping_keeps_the_best_evaluations_model(tmp_path: Path, monkeyp
     _, tok, encodings, _ = _prepare(compose(args))
     result = evaluate_classifier(saved, encodings.validation, 32, tok.pad_token_id, "cpu", nullcontext())
     assert result.loss == pytest.approx(best_eval, rel=1e-6)
+
+
+# ---------------------------------------------------------------- a sweep's driver killed and resumed
+SWEEP = [
+    "-m",
+    "sweep=imdb_tpe",
+    "hydra.sweeper.n_trials=4",
+    "hydra.sweeper.workers=2",
+    "hydra.sweeper.sampler.seed=7",
+    "hydra.sweeper.study_name=resume-tiny",
+    "hydra.sweeper.pruner.name=none",
+    *RUN,
+    "max_steps=200",
+    "checkpoint_every=5",
+]
+
+
+@pytest.mark.slow
+def test_sweep_killed_with_two_trials_running_continues_them(tmp_path: Path) -> None:
+    import optuna
+
+    def checkpointed() -> list[Path]:
+        dirs = {p.parents[1] for p in (tmp_path / "outputs").glob("sweeps/*/*/checkpoints/step-*")}
+        return [d for d in dirs if not Checkpoints(d).finished()]
+
+    driver = start(tmp_path, *SWEEP)
+    try:
+        wait_for(lambda: len(checkpointed()) >= 2, "two trials with a checkpoint", driver)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.communicate()
+    interrupted = {str(d) for d in checkpointed()}
+    storage = f"sqlite:///{tmp_path / 'outputs' / 'optuna.db'}"
+
+    done = run_cli(["train", *SWEEP], tmp_path, timeout=BOUND * 2)
+    assert done.returncode == 0, done.stderr[-4000:]
+    study = optuna.load_study(study_name="resume-tiny", storage=storage)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    stale = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len(complete) == 4 and len(stale) == 2 and all(t.user_attrs["stale"] for t in stale)
+    reruns = [t for t in complete if "retry_of" in t.user_attrs]
+    assert {t.user_attrs["sweeps:resume_from"] for t in reruns} == interrupted
+    for t in reruns:  # the same parameters as the trial it replaces
+        assert t.params == study.trials[t.user_attrs["retry_of"]].params
+
+    trial_runs = [r for r in runs(tmp_path) if r.data.tags.get("sweeps.kind") != "sweep"]
+    assert sorted(int(r.data.tags["sweeps.trial"]) for r in trial_runs) == sorted(t.number for t in complete)
+    c = client(tmp_path)
+    for r in trial_runs:  # one MLflow run per trial, the continued ones from their checkpoint on
+        assert r.info.status == "FINISHED"
+        steps = [m.step for m in c.get_metric_history(r.info.run_id, "loss")]
+        assert steps == list(range(1, 201))
+        if r.data.tags["sweeps.run_dir"] in interrupted:
+            assert int(r.data.tags["sweeps.resumed_from_step"]) >= 5 and r.data.tags["sweeps.resumed"] == "1"
+        else:
+            assert "sweeps.resumed" not in r.data.tags
