@@ -285,3 +285,22 @@ def test_sweep_killed_with_two_trials_running_continues_them(tmp_path: Path) -> 
             assert int(r.data.tags["sweeps.resumed_from_step"]) >= 5 and r.data.tags["sweeps.resumed"] == "1"
         else:
             assert "sweeps.resumed" not in r.data.tags
+
+
+def test_batch_iterators_resume_from_a_position() -> None:
+    import itertools
+
+    import numpy as np
+
+    from sweeps.tokens import Encoded, packed_batches, train_batches
+
+    rng = np.random.default_rng(0)
+    enc = Encoded.from_rows([list(range(1, int(n) + 1)) for n in rng.integers(2, 30, 50)], np.zeros(50))
+    for make in (
+        lambda skip: train_batches(enc, 4, 0, False, seed=3, shard=(1, 2), skip=skip),
+        lambda skip: packed_batches(enc, 32, 2, 0, seed=3, skip=skip),
+    ):
+        whole = list(itertools.islice(make(0), 40))  # several epochs
+        for skip in (0, 7, 25):
+            tail = list(itertools.islice(make(skip), 40 - skip))
+            assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(whole[skip:], tail, strict=True))
