@@ -2,9 +2,11 @@
 operations on each side.
 
 The sweeper gives each trial `trial_env(...)`: where to append its progress, the file whose presence asks
-it to stop (prune), its study, its number and the sweep's MLflow parent run. The trial reports with
-`report(step, value)`, checks `pruned()` between steps and tags its MLflow run with `sweep_tags()`. The
-sweeper reads the progress with a `ProgressReader` and prunes with `request_prune()`. A trial run outside a
+it to stop (prune), its study, its number, the sweep's MLflow parent run and, for a trial run again after an
+interruption, the run dir of its previous attempt (`resume_dir()`: the trial continues from its checkpoint). The
+trial names its run dir with `announce_run_dir(path)`, reports with `report(step, value)`, checks `pruned()`
+between steps and tags its MLflow run with `sweep_tags()`. The sweeper reads the progress (and the run dir) with
+a `ProgressReader` and prunes with `request_prune()`. A trial run outside a
 sweep sees none of the variables: every operation then does nothing.
 """
 
@@ -22,6 +24,7 @@ TRIAL_NUMBER = "SWEEPS_TRIAL_NUMBER"
 PARENT_RUN_ID = "SWEEPS_PARENT_RUN_ID"  # the sweep's MLflow run
 RUN_NAME = "SWEEPS_RUN_NAME"  # the trial's MLflow run name, when the sweeper chooses one
 DATABRICKS_RUN_ID = "SWEEPS_DATABRICKS_RUN_ID"  # set on the cluster by the Databricks launcher
+RESUME_DIR = "SWEEPS_RESUME_DIR"  # the run dir of the trial's interrupted previous attempt
 
 # Paths on the sweeper's machine: a trial that runs elsewhere gets the launcher's own in their place.
 LOCAL_PATHS = (PROGRESS_FILE, PRUNE_FILE)
@@ -52,6 +55,19 @@ def report_run(run_id: str) -> None:
     if path is not None:
         with open(path, "a") as f:
             f.write(json.dumps({"run_id": run_id}) + "\n")
+
+
+def announce_run_dir(path: Path) -> None:
+    """Tell the sweeper where this trial's run dir (and checkpoints) is: one {"run_dir"} progress line."""
+    target = progress_file()
+    if target is not None:
+        with open(target, "a") as f:
+            f.write(json.dumps({"run_dir": str(path)}) + "\n")
+
+
+def resume_dir() -> str | None:
+    """The run dir this trial continues from (a rerun of an interrupted trial), or None."""
+    return _get(RESUME_DIR, None)
 
 
 def pruned() -> bool:
@@ -122,14 +138,17 @@ def trial_env(
     number: int,
     parent_run_id: str | None = None,
     run_name: str | None = None,
+    resume_from: str | None = None,
 ) -> dict[str, str]:
-    """The environment a trial gets: its progress and prune files, its study and number, the parent run, and the
-    name of its MLflow run when the sweeper chooses one."""
+    """The environment a trial gets: its progress and prune files, its study and number, the parent run, the
+    name of its MLflow run when the sweeper chooses one, and the run dir it resumes from."""
     env = {PROGRESS_FILE: str(progress), PRUNE_FILE: str(prune), STUDY_NAME: study, TRIAL_NUMBER: str(number)}
     if parent_run_id is not None:
         env[PARENT_RUN_ID] = parent_run_id
     if run_name:
         env[RUN_NAME] = run_name
+    if resume_from is not None:
+        env[RESUME_DIR] = resume_from
     return env
 
 
@@ -139,13 +158,15 @@ def request_prune(prune: Path) -> None:
 
 
 class ProgressReader:
-    """Reads the complete lines appended to one trial's progress file since the last read."""
+    """Reads the complete lines appended to one trial's progress file since the last read (and the run dir the
+    trial announced, in `run_dir`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
         self.last_step: int | None = None
         self.run_id: str | None = None  # the trial's MLflow run, once it has said
+        self.run_dir: str | None = None
 
     def read(self) -> list[tuple[int, float]]:
         """New (step, value) reports, in order; malformed lines and repeated steps are skipped."""
@@ -165,6 +186,8 @@ class ProgressReader:
                 record = json.loads(line)
                 if "run_id" in record:
                     self.run_id = str(record["run_id"])
+                if isinstance(record, dict) and "run_dir" in record:
+                    self.run_dir = str(record["run_dir"])
                     continue
                 step, value = int(record["step"]), float(record["value"])
             except (ValueError, KeyError, TypeError):

@@ -22,6 +22,11 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
 
 
+class LostJob(RuntimeError):
+    """A job's error when its process or machine went away before it returned (killed by a signal nobody in the
+    sweep sent, its cluster lost): the sweeper runs the trial again from its checkpoint."""
+
+
 class JobHandle(abc.ABC):
     """One job started by an `AsyncLauncher`. The driver polls it (`done()`), ends it early (`cancel()`) and
     reads its outcome (`result()`); a handle is used from one thread."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sweeps import distributed
+from sweeps.checkpoints import TrainingState
 from sweeps.distributed import SINGLE, Ranks
 from sweeps.tokens import Encoded, collate
 
@@ -112,7 +113,7 @@ def fit(
     max_grad_norm: float,
     autocast,
     on_log: Callable[[int, float, float, float], None],
-    on_eval: Callable[[int], None],
+    on_eval: Callable[[int], bool | None],
     eval_every: int,
     log_every: int,
     progress: bool = True,
@@ -120,22 +121,34 @@ def fit(
     ranks: Ranks = SINGLE,
     device: str = "cpu",
     stop: Callable[[], bool] | None = None,
+    start: TrainingState | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[TrainingState], None] | None = None,
 ) -> FitResult:
     """Run `steps` optimizer steps of `step_loss` (a `training_step`, DDP-wrapped when there are several
     ranks) over `batches` (already on the device, this rank's share); log every `log_every`, evaluate every
     `eval_every` and at the end. Seconds and tokens/s leave evaluation time out; tokens count every rank's.
-    `stop`, asked after every step, ends the run with KeyboardInterrupt when it says so."""
+    `stop`, asked after every step, ends the run with KeyboardInterrupt when it says so; `on_eval` returning
+    True ends it after that evaluation (early stopping). A resumed run starts after `start.step` (model,
+    optimizer, schedule, RNGs and `batches` already where they were then); `on_checkpoint` gets the state every
+    `checkpoint_every` steps and at the end."""
     import torch
     from tqdm.auto import tqdm
 
     step_loss.train()
-    tokens = padded = 0
+    state = start or TrainingState()
+    tokens, padded = state.tokens, state.padded
     loss_value = float("nan")
-    start = time.perf_counter()
+    began_at = time.perf_counter()
     first_step = eval_seconds = 0.0
+    stopped, last = state.stopped, state.step
+
+    def now(step: int, seconds: float) -> TrainingState:
+        return TrainingState(step, step * grad_accum, tokens, padded, state.seconds + seconds, stopped)
+
     shown = progress and ranks.main
-    bar = tqdm(total=steps, desc="train", unit="step", disable=None if shown else True, leave=False)
-    for step in range(1, steps + 1):
+    bar = tqdm(total=steps, initial=last, desc="train", unit="step", disable=None if shown else True, leave=False)
+    for step in range(state.step + 1, 1 if stopped else steps + 1):
         for micro in range(grad_accum):
             batch = next(batches)
             tokens += int(batch.pop("real_tokens"))
@@ -154,28 +167,39 @@ def fit(
         bar.update(1)
         if stop is not None and stop():
             raise KeyboardInterrupt(f"stopped at step {step}")
-        if step == 1:
-            first_step = time.perf_counter() - start
+        if step == state.step + 1:
+            first_step = time.perf_counter() - began_at
         if step % log_every == 0 or step == steps:  # reading the loss waits for the device: only here
             loss_value = distributed.mean(float(loss.detach()), ranks, device)
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"loss is {loss_value} at step {step}; lower lr or check the data")
             rate = scheduler.get_last_lr()[0]
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{rate:.2e}")
-            on_log(step, loss_value, rate, tokens * ranks.world / (time.perf_counter() - start - eval_seconds))
+            seconds = time.perf_counter() - began_at - eval_seconds
+            on_log(step, loss_value, rate, (tokens - state.tokens) * ranks.world / seconds)
         if eval_every and step % eval_every == 0 and step != steps:
             began = time.perf_counter()
-            on_eval(step)
+            stopped = bool(on_eval(step))
             step_loss.train()
             eval_seconds += time.perf_counter() - began
+        last = step
+        if stopped:
+            break
+        if on_checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 and step != steps:
+            on_checkpoint(now(step, time.perf_counter() - began_at - eval_seconds))
     bar.close()
     if device_sync is not None:
         device_sync()
-    seconds = time.perf_counter() - start - eval_seconds
+    seconds = time.perf_counter() - began_at - eval_seconds
+    ended = now(last, seconds)
     counts = distributed.gather((tokens, padded), ranks)
     tokens, padded = sum(t for t, _ in counts), sum(p for _, p in counts)
-    on_eval(steps)
-    return FitResult(steps, tokens, padded, seconds, first_step, loss_value)
+    if last > state.step:  # a run resumed from its end checkpoint has nothing left to do
+        if not stopped:
+            on_eval(last)
+        if on_checkpoint is not None and checkpoint_every:
+            on_checkpoint(ended)
+    return FitResult(last, tokens, padded, ended.seconds, first_step, loss_value)
 
 
 def evaluate_classifier(

@@ -1,5 +1,6 @@
-"""What a run leaves behind: its MLflow run (started with tags, config and datasets; ended with the status that
-says how it ended), its metrics, confusion matrix, checkpoint and logged model, and the summary it prints."""
+"""What a run leaves behind: its MLflow run (started with tags, config and datasets, or an interrupted run's
+continued; ended with the status that says how it ended), its metrics, confusion matrix, checkpoint and logged
+model, and the summary it prints."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from sweeps import channel, tracking
+from sweeps.checkpoints import Checkpoints
 from sweeps.stopping import Pruned
 
 if TYPE_CHECKING:
     from sweeps.dataset import Splits
+    from sweeps.resume import Origin
 
 # The metrics the summary table shows, in order.
 SUMMARY = (
@@ -36,11 +39,21 @@ SUMMARY = (
 )
 
 
-def start_run(cfg: DictConfig, splits: Splits, prep_seconds: float, out_dir: Path, world: int):
-    """The run's MLflow run, started with its tags, config, datasets and data-preparation time."""
+# metric -> the last step an interrupted run logged it at: a continued run logs only later steps
+_logged: dict[str, int] = {}
+
+
+def start_run(cfg: DictConfig, splits: Splits, prep_seconds: float, out_dir: Path, world: int, origin: Origin | None):
+    """The run's MLflow run, started with its tags, config, datasets and data-preparation time; or, resuming,
+    the interrupted run's continued (status RUNNING again, `sweeps.resumed` counting the resumes)."""
     import mlflow
 
     tracking.use(cfg.tracking)
+    _logged.clear()
+    if origin is not None and origin.run_id is not None:
+        run = _continue(origin, out_dir)
+        if run is not None:
+            return run
     tags = {
         **tracking.provenance_tags(),
         **channel.sweep_tags(),
@@ -51,6 +64,7 @@ def start_run(cfg: DictConfig, splits: Splits, prep_seconds: float, out_dir: Pat
         "dataset.source": splits.source,
         "model.task": cfg.model.task,
         "processes": str(world),  # data-parallel processes that trained the run
+        "sweeps.run_dir": str(out_dir),  # where its checkpoints are: resume=<run id> finds them
     }
     run = mlflow.start_run(run_name=channel.run_name(out_dir.name), tags=tags)
     channel.report_run(run.info.run_id)
@@ -69,8 +83,35 @@ def start_run(cfg: DictConfig, splits: Splits, prep_seconds: float, out_dir: Pat
     return run
 
 
+def _continue(origin: Origin, out_dir: Path):
+    """The interrupted MLflow run, active again; None when the store no longer has it."""
+    import mlflow
+
+    from sweeps.resume import logged_steps
+
+    try:
+        previous = mlflow.MlflowClient().get_run(origin.run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+    run = mlflow.start_run(run_id=origin.run_id)
+    resumes = int(previous.data.tags.get("sweeps.resumed", "0")) + 1
+    tags = {"sweeps.resumed": str(resumes), "sweeps.resumed_from_step": str(origin.step), **channel.sweep_tags()}
+    mlflow.set_tags({**tags, "mlflow.runName": channel.run_name(out_dir.name), "sweeps.run_dir": str(out_dir)})
+    _logged.update(logged_steps(origin.run_id))
+    return run
+
+
+def log_metrics(values: dict[str, float], step: int) -> None:
+    """Log metrics at `step`, but those a continued run's interrupted attempt already logged there."""
+    import mlflow
+
+    fresh = {k: v for k, v in values.items() if step > _logged.get(k, -1)}
+    if fresh:
+        mlflow.log_metrics(fresh, step=step)
+
+
 @contextmanager
-def ending(run) -> Iterator[None]:
+def ending(run, out_dir: Path | None = None) -> Iterator[None]:
     """Ends `run` (None on ranks that do not track) with the status of how the block ended: a pruned trial is
     KILLED and tagged pruned, Ctrl-C or SIGTERM is KILLED (tagged pruned when the sweeper asked for it), any
     other error FAILED. A block that returns leaves the run open for `record`."""
@@ -82,6 +123,8 @@ def ending(run) -> Iterator[None]:
         if run is not None:
             mlflow.set_tag("sweeps.state", "pruned")
             mlflow.end_run("KILLED")
+            if out_dir is not None:
+                Checkpoints(out_dir).mark_finished({"mlflow_run_id": run.info.run_id, "state": "pruned"})
         raise
     except KeyboardInterrupt:
         if run is not None:
@@ -119,7 +162,9 @@ def record(cfg: DictConfig, values: dict[str, float], final, out_dir: Path, net,
         model_uri, model_id = tracking.log_model(net, tok, cfg.model.task, cfg.tokenizer.max_length)
         mlflow.set_tag("model_uri", model_uri)
     mlflow.log_metrics(values, step=steps, model_id=model_id)  # the run's, and its LoggedModel's
+    run_id = mlflow.active_run().info.run_id
     mlflow.end_run()
+    Checkpoints(out_dir).mark_finished({"mlflow_run_id": run_id, "state": "finished"})
     return checkpoint, model_uri
 
 

@@ -202,14 +202,19 @@ def train_batches(
     seed: int,
     multiple: int = 1,
     shard: tuple[int, int] = (0, 1),
+    skip: int = 0,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless length-grouped batches, reshuffled every epoch; with `shard=(rank, ranks)`, every ranks-th
-    batch from the rank-th (the same seed on every rank gives each its own share)."""
+    batch from the rank-th (the same seed on every rank gives each its own share). The first `skip` batches of
+    this rank's share are passed over unbuilt: a resumed run continues the same order where it stopped."""
     rank, ranks = shard
     rng = np.random.default_rng(seed)
     while True:
         for i, rows in enumerate(length_grouped_order(enc.lengths, batch_size, rng)):
             if i % ranks == rank:
+                if skip > 0:
+                    skip -= 1
+                    continue
                 yield collate(enc, rows, pad_id, lm_labels, multiple)
 
 
@@ -270,9 +275,15 @@ def collate_packed(enc: Encoded, docs_per_row: list[list[int]], seq_len: int, pa
 
 
 def packed_batches(
-    enc: Encoded, seq_len: int, batch_size: int, pad_id: int, seed: int, shard: tuple[int, int] = (0, 1)
+    enc: Encoded,
+    seq_len: int,
+    batch_size: int,
+    pad_id: int,
+    seed: int,
+    shard: tuple[int, int] = (0, 1),
+    skip: int = 0,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches of packed rows for causal-LM training, repacked every epoch; `shard` as for
+    """Endless batches of packed rows for causal-LM training, repacked every epoch; `shard` and `skip` as for
     `train_batches`."""
     rank, ranks = shard
     rng = np.random.default_rng(seed)
@@ -281,6 +292,9 @@ def packed_batches(
         rng.shuffle(rows)
         for i, start in enumerate(range(0, len(rows) - batch_size + 1, batch_size)):
             if i % ranks == rank:
+                if skip > 0:
+                    skip -= 1
+                    continue
                 yield collate_packed(enc, rows[start : start + batch_size], seq_len, pad_id)
 
 

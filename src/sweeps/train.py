@@ -14,7 +14,21 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweeps import channel, compute, dataset, deploy, distributed, model, optimizer, run_record, tokenizer, tracking
+from sweeps import (
+    channel,
+    compute,
+    dataset,
+    deploy,
+    distributed,
+    early_stopping,
+    model,
+    optimizer,
+    resume,
+    run_record,
+    tokenizer,
+    tracking,
+)
+from sweeps.checkpoints import Checkpoints, TrainingState
 from sweeps.errors import ConfigError
 from sweeps.schema import OBJECTIVES
 from sweeps.stopping import Pruned, StopSignals
@@ -41,6 +55,11 @@ def preflight(cfg: DictConfig) -> None:
         errors.append(f"max_steps={cfg.max_steps}: a positive number of steps, or -1 to let epochs decide")
     if cfg.eval_every < 0:
         errors.append(f"eval_every={cfg.eval_every}: steps between evaluations, >= 0 (0: only at the end)")
+    if cfg.checkpoint_every < 0:
+        errors.append(f"checkpoint_every={cfg.checkpoint_every}: steps between checkpoints, >= 0 (0: none)")
+    if cfg.checkpoint_keep < 1:
+        errors.append(f"checkpoint_keep={cfg.checkpoint_keep}: checkpoints kept, >= 1")
+    errors += early_stopping.problems(cfg.early_stopping, cfg.eval_every)
     if cfg.objective not in OBJECTIVES:
         errors.append(f"objective={cfg.objective}: choose one of {', '.join(OBJECTIVES)}")
     if cfg.model.init == "scratch" and cfg.tokenizer.max_length > cfg.model.max_positions:
@@ -107,13 +126,17 @@ def _train(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> float:
     from transformers import set_seed
 
     set_seed(cfg.seed)
+    origin = resume.find(cfg)  # the interrupted run this one continues, if any (a bad resume= stops here)
     job = setup(cfg, ranks, device)  # every bad-input error surfaces here, before MLflow hears of the run
+    start = resume.restore(job, origin, ranks.main) if origin is not None else None  # the resume phase
     signals = StopSignals(ranks, device)
     run = None
     try:
-        run = run_record.start_run(cfg, job.splits, job.prep_seconds, job.out_dir, ranks.world) if ranks.main else None
-        with run_record.ending(run):
-            values = fit(cfg, job, ranks, device, signals)
+        if ranks.main:
+            run = run_record.start_run(cfg, job.splits, job.prep_seconds, job.out_dir, ranks.world, origin)
+            channel.announce_run_dir(job.out_dir)
+        with run_record.ending(run, job.out_dir):
+            values = fit(cfg, job, ranks, device, signals, start)
             tested, test_values = job.evaluator.evaluate("test")  # once, at the end
             values.update({f"test_{k.removeprefix('eval_')}": v for k, v in test_values.items()})
             if not ranks.main:
@@ -172,14 +195,21 @@ def setup(cfg: DictConfig, ranks: distributed.Ranks, device: str) -> Job:
     opt, sched = optimizer.build_optimizer(cfg.optimizer, net, steps, device)
     amp = compute.autocast(cfg.compute, device)
     evaluator = Evaluator(cfg, net, tok, encodings, ranks, device, amp)
-    out_dir = run_record.output_dir() if ranks.main else None
+    out_dir = evaluator.out_dir = run_record.output_dir() if ranks.main else None
     return Job(splits, tok, encodings, prep_seconds, net, opt, sched, steps, amp, evaluator, out_dir)
 
 
-def fit(cfg: DictConfig, job: Job, ranks: distributed.Ranks, device: str, signals: StopSignals) -> dict[str, float]:
-    """Train for the job's steps, validating every `eval_every`; the final validation metrics (the objective) with
-    the run's throughput."""
-    import mlflow
+def fit(
+    cfg: DictConfig,
+    job: Job,
+    ranks: distributed.Ranks,
+    device: str,
+    signals: StopSignals,
+    start: TrainingState | None = None,
+) -> dict[str, float]:
+    """Train for the job's steps (from `start`'s when resuming), validating every `eval_every` and writing the
+    training state every `checkpoint_every`; the final validation metrics (the objective; with early stopping,
+    the best evaluation's, whose weights the model then has) with the run's throughput."""
     import torch
 
     from sweeps import metrics as scoring
@@ -188,22 +218,23 @@ def fit(cfg: DictConfig, job: Job, ranks: distributed.Ranks, device: str, signal
     from sweeps.tokens import packed_batches, prefetch, train_batches
 
     causal_lm = cfg.model.task == "causal_lm"
-    shares = (ranks.rank, ranks.world)
+    shares, skip = (ranks.rank, ranks.world), start.batches if start is not None else 0
     train = job.encodings.train
     if causal_lm and cfg.packing:
         batches = packed_batches(
-            train, cfg.tokenizer.max_length, cfg.batch_size, job.tok.pad_token_id, cfg.seed, shares
+            train, cfg.tokenizer.max_length, cfg.batch_size, job.tok.pad_token_id, cfg.seed, shares, skip
         )
     else:
         multiple = 64 if cfg.compute.compile else 1
-        batches = train_batches(train, cfg.batch_size, job.tok.pad_token_id, causal_lm, cfg.seed, multiple, shares)
+        pad = job.tok.pad_token_id
+        batches = train_batches(train, cfg.batch_size, pad, causal_lm, cfg.seed, multiple, shares, skip)
     step_loss = distributed.parallel(
         training_step(compute.compiled(cfg.compute, job.net, causal_lm), causal_lm), ranks, device
     )
 
     def on_log(step: int, loss: float, rate: float, tokens_per_s: float) -> None:
         if ranks.main:
-            mlflow.log_metrics({"loss": loss, "learning_rate": rate, "tokens_per_s": tokens_per_s}, step=step)
+            run_record.log_metrics({"loss": loss, "learning_rate": rate, "tokens_per_s": tokens_per_s}, step)
 
     fitted = fit_loop(
         step_loss,
@@ -222,8 +253,11 @@ def fit(cfg: DictConfig, job: Job, ranks: distributed.Ranks, device: str, signal
         ranks=ranks,
         device=device,
         stop=signals.stopped,
+        start=start,
+        checkpoint_every=cfg.checkpoint_every,
+        on_checkpoint=resume.saver(cfg, job, ranks.main),
     )
-    values = dict(job.evaluator.history[-1]["values"])
+    values = dict(job.evaluator.final(fitted.steps)["values"])
     values["majority_baseline"] = scoring.majority_baseline(train.labels, job.encodings.test.labels)
     values["train_seconds"] = fitted.seconds
     values["train_tokens_per_s"] = fitted.tokens / fitted.seconds
@@ -234,8 +268,8 @@ def fit(cfg: DictConfig, job: Job, ranks: distributed.Ranks, device: str, signal
 
 class Evaluator:
     """Scores a split (this rank's shard, gathered from all): the validation split at every eval step, where it
-    logs the metrics, reports the objective to the sweeper and stops the run when the sweeper pruned it; the test
-    split once at the end."""
+    logs the metrics, reports the objective to the sweeper, stops the run when the sweeper pruned it and keeps
+    early stopping's count (and the best weights); the test split once at the end."""
 
     def __init__(self, cfg: DictConfig, net, tok, encodings, ranks: distributed.Ranks, device: str, amp) -> None:
         import numpy as np
@@ -251,6 +285,41 @@ class Evaluator:
             rows = np.arange(ranks.rank, len(encoded), ranks.world)
             self.shards[split] = (rows, encoded if ranks.world == 1 else encoded.subset(rows))
         self.history: list[dict] = []
+        self.stopping = early_stopping.EarlyStopping.from_config(cfg.early_stopping, cfg.objective)
+        self.best_weights: dict | None = None  # with early stopping: the best evaluation's, on the CPU
+        self.out_dir: Path | None = None  # rank 0's run dir, where checkpoints/best-<step> goes
+
+    def resume(self, state: TrainingState, run_dir: Path) -> None:
+        """Continue from a checkpoint: its evaluations (reported to the sweeper again), early stopping's count and
+        best weights."""
+        self.history = list(state.history)
+        self.stopping.restore(state.early_stopping)
+        if self.stopping.active and self.stopping.best_step is not None:
+            best = Checkpoints(run_dir).best()
+            self.best_weights = best.model if best is not None else None
+        for entry in self.history if self.ranks.main else ():
+            channel.report(entry["step"], entry["values"][self.cfg.objective])
+
+    def final(self, step: int) -> dict:
+        """The evaluation the run ends with: the last, or with early stopping the best (whose weights the model
+        is given back; the run's tags say so)."""
+        if not self.stopping.active or self.best_weights is None:
+            return self.history[-1]
+        self.net.load_state_dict(self.best_weights)
+        best = next(e for e in self.history if e["step"] == self.stopping.best_step)
+        if self.ranks.main:
+            import mlflow
+
+            stopped = self.stopping.exhausted
+            mlflow.set_tags(
+                {
+                    "sweeps.early_stopped": str(stopped).lower(),
+                    "sweeps.stopped_at_step": str(step),
+                    "sweeps.best_step": str(best["step"]),
+                    "sweeps.final_metrics": f"the best evaluation's (step {best['step']}), its model logged",
+                }
+            )
+        return best
 
     def evaluate(self, split: str = "validation") -> tuple[Any, dict[str, float]]:
         from sweeps import metrics as scoring
@@ -271,17 +340,22 @@ class Evaluator:
             values["perplexity"] = float(math.exp(min(result.loss, 50)))
         return result, values
 
-    def on_eval(self, step: int) -> None:
-        import mlflow
-
+    def on_eval(self, step: int) -> bool:
+        """Score the validation split at `step`; True when early stopping ends the run here."""
         result, values = self.evaluate()
         self.history.append({"step": step, "result": result, "values": values})
+        if self.stopping.active and self.stopping.update(step, values[self.cfg.objective]):
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
+            if self.ranks.main and self.out_dir is not None:
+                meta = {"values": values}
+                Checkpoints(self.out_dir).save_best(step, self.best_weights, meta)
         if self.ranks.main:
-            mlflow.log_metrics({k if k.startswith("eval_") else f"eval_{k}": v for k, v in values.items()}, step=step)
+            run_record.log_metrics({k if k.startswith("eval_") else f"eval_{k}": v for k, v in values.items()}, step)
             log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
             channel.report(step, values[self.cfg.objective])  # for the sweeper, which may prune the trial
         if distributed.from_main(channel.pruned(), self.ranks):
             raise Pruned(step)
+        return self.stopping.exhausted
 
 
 if __name__ == "__main__":  # pragma: no cover

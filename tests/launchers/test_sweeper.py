@@ -72,7 +72,11 @@ def test_pruning_stops_bad_trials_early(app: App) -> None:
 @pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(app: App) -> None:
     result = app.run(
-        "hydra.sweeper.n_trials=5", "fail_trials=[1]", "crash_trials=[2]", "hydra.sweeper.max_failure_rate=0.5"
+        "hydra.sweeper.n_trials=5",
+        "fail_trials=[1]",
+        "crash_trials=[2]",
+        "hydra.sweeper.max_failure_rate=0.5",
+        "hydra.sweeper.max_resumes=0",  # a killed trial counts as failed, not as a lost job run again
     )
     assert result.returncode == 0, result.stderr
     assert app.states() == {"COMPLETE": 3, "FAIL": 2}
@@ -81,6 +85,18 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(app: App) -> None:
     assert "RuntimeError: deliberate failure in trial 1" in failed[1]
     assert "killed by SIGKILL" in failed[2]
     assert "deliberate failure in trial 1" in result.stderr, "the trial's traceback reaches the console"
+
+
+@pytest.mark.slow
+def test_a_trial_killed_from_outside_is_a_lost_job_run_again(app: App) -> None:
+    result = app.run("hydra.sweeper.n_trials=4", "crash_trials=[2]")
+    assert result.returncode == 0, result.stderr
+    trials = app.trials()
+    lost = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.number for t in lost] == [2] and "lost" in lost[0].user_attrs
+    (rerun,) = [t for t in trials if t.user_attrs.get("retry_of") == 2]
+    assert rerun.state == TrialState.COMPLETE and rerun.params == lost[0].params
+    assert app.states() == {"COMPLETE": 4, "FAIL": 1}
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ import cloudpickle
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 
-from sweeps.launching import JobHandle
+from sweeps.launching import JobHandle, LostJob
 
 from .local_launcher import LocalLauncher
 
@@ -195,7 +195,7 @@ class ProcessHandle(JobHandle):
         elif rc is not None and rc < 0:
             name = signal.Signals(-rc).name
             hint = " (out of memory?)" if -rc == signal.SIGKILL else ""
-            error = RuntimeError(f"job process was killed by {name}{hint}")
+            error = LostJob(f"job process was killed by {name}{hint}")
         else:
             error = RuntimeError(f"job process exited with status {rc} before returning a result")
         return failed_return(self.overrides, error)

@@ -26,9 +26,9 @@ from optuna.trial import Trial, TrialState
 from sweeps import channel
 from sweeps.channel import ProgressReader
 from sweeps.errors import exit_on_config_error, mark_started
-from sweeps.launching import AsyncLauncher, AttachableLauncher, JobHandle
+from sweeps.launching import AsyncLauncher, AttachableLauncher, JobHandle, LostJob
 
-from . import _outcome, _search_space, _signals, _study
+from . import _outcome, _results, _search_space, _signals, _study
 from ._options import key
 from ._prepare import Plan, prepare
 from .optuna_sweeper import SweepsOptunaSweeper
@@ -125,7 +125,7 @@ class Driver:
         finally:
             if isinstance(plan.launcher, AsyncLauncher):
                 plan.launcher.close()
-        results = _study.results(self.study, self.plan.study_name, self.plan.storage_url, self.plan.sweep_dir)
+        results = self._results()
         self._end_tracking(results)
         if self.failure_limit_hit:
             raise RuntimeError(
@@ -161,15 +161,16 @@ class Driver:
         overrides = self.plan.space.overrides(dict(trial.params))
         trial_dir = self.plan.sweep_dir / ".trials" / str(trial.number)
         trial_dir.mkdir(parents=True, exist_ok=True)
+        trial.set_user_attr(_study.PROGRESS_FILE, str(trial_dir / "progress.jsonl"))  # a rerun reads its run dir
         return Running(trial, overrides, ProgressReader(trial_dir / "progress.jsonl"), trial_dir / "prune")
 
     def _env(self, run: Running) -> dict[str, str]:
         # A grid point is named after its overrides; a sampled trial after its study and number.
         swept = run.overrides[: len(run.overrides) - len(self.plan.space.fixed)]
         name = " ".join(swept) if self.plan.opts.sampler["name"] == "grid" and swept else None
-        return channel.trial_env(
-            run.progress.path, run.prune_file, self.plan.study_name, run.trial.number, self.parent_run, name
-        )
+        resume_from = run.trial.user_attrs.get(_study.RESUME_FROM)  # a rerun continues its predecessor's run
+        args = (run.progress.path, run.prune_file, self.plan.study_name, run.trial.number, self.parent_run)
+        return channel.trial_env(*args, run_name=name, resume_from=resume_from)
 
     def _run_async(self) -> None:
         """Refill free slots first, then tell Optuna about the trials that just ended."""
@@ -207,7 +208,6 @@ class Driver:
         assert run.handle is not None
         if run.handle.external_id is not None:
             run.trial.set_user_attr(_study.EXTERNAL_ID, run.handle.external_id)
-            run.trial.set_user_attr(_study.PROGRESS_FILE, str(run.progress.path))
             if run.handle.external_url:
                 run.trial.set_user_attr("sweeps:external_url", run.handle.external_url)
 
@@ -280,6 +280,8 @@ class Driver:
         reports = run.progress.read()
         if run.progress.run_id and _study.MLFLOW_RUN_ID not in run.trial.user_attrs:
             run.trial.set_user_attr(_study.MLFLOW_RUN_ID, run.progress.run_id)
+        if run.progress.run_dir and run.trial.user_attrs.get(_study.RUN_DIR) != run.progress.run_dir:
+            run.trial.set_user_attr(_study.RUN_DIR, run.progress.run_dir)
         if self.plan.multi or not reports:
             return False
         for step, value in reports:
@@ -310,6 +312,10 @@ class Driver:
         if run.progress.last_step is not None:
             trial.set_user_attr("last_step", run.progress.last_step)
         error = _outcome.job_error(ret)
+        if isinstance(ret._return_value, LostJob) and error is not None:  # continues from its checkpoint
+            run.told = _study.run_lost_again(self.study, trial, run.progress.run_dir, error, self.plan.opts.max_resumes)
+            if run.told:
+                return
         if error is None:
             try:
                 values = _outcome.values(ret.return_value, len(self.plan.opts.directions), self.plan.opts.metric)
@@ -349,15 +355,17 @@ class Driver:
                 if run.told:
                     continue
                 run.told = True
-                run.trial.set_user_attr(_study.INTERRUPTED, True)
-                self.study.tell(run.trial, state=TrialState.FAIL)
-                _study.requeue(self.study, run.trial.params, run.trial.number)
+                _study.requeue_interrupted(self.study, run.trial, run.progress)
             log.warning(
                 f"Interrupted: {len(self.running)} running trial(s) stopped and queued again; "
                 "rerun the same command to resume the study"
             )
             self.running.clear()
             self._end_tracking(None, status="KILLED")
+
+    # ---------------------------------------------------------------- results
+    def _results(self) -> dict[str, Any]:
+        return _results.results(self.study, self.plan)
 
     # ---------------------------------------------------------------- MLflow parent run
     def _start_tracking(self) -> None:

@@ -43,6 +43,7 @@ class Options:
     preflight: str | None
     finish: str | None
     poll_interval: float
+    max_resumes: int = 2
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Options:
@@ -90,6 +91,9 @@ class Options:
         poll = o["poll_interval"]
         if not isinstance(poll, (int, float)) or poll <= 0:
             errors.append(f"{key('poll_interval')}={poll}: must be a number of seconds above 0")
+        max_resumes = o.get("max_resumes", 2)
+        if not isinstance(max_resumes, int) or max_resumes < 0:
+            errors.append(f"{key('max_resumes')}={max_resumes}: must be a whole number of 0 or more")
         params = o["params"] or {}
         if not isinstance(params, dict):
             errors.append(f"{key('params')}: must be a mapping key -> search-space expression")
@@ -111,4 +115,5 @@ class Options:
             preflight=o["preflight"],
             finish=o["finish"],
             poll_interval=float(poll),
+            max_resumes=max_resumes,
         )

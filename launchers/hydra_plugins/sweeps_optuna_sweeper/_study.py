@@ -13,6 +13,7 @@ from optuna.samplers import BaseSampler
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeps.channel import ProgressReader
 from sweeps.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,11 @@ DIRECTIONS = ("minimize", "maximize")
 # user attributes the sweeper keeps on trials
 STALE = "stale"  # RUNNING when a driver died; failed and enqueued again on resume
 INTERRUPTED = "interrupted"  # running at Ctrl-C; failed and enqueued again
-RETRY_OF = "retry_of"
+RETRY_OF = "retry_of"  # on a trial run again: the number of the one it replaces (same parameters)
+LOST = "lost"  # its job's process or machine went away (sweeps.launching.LostJob); failed and enqueued again
+RUN_DIR = "sweeps:run_dir"  # the run dir the trial announced (its checkpoints)
+RESUME_FROM = "sweeps:resume_from"  # on a trial run again: the run dir it continues from (sweeps.channel)
+RESUMES = "sweeps:resumes"  # how many times the trial's lineage was run again after a lost job
 EXTERNAL_ID = "sweeps:external_id"  # the launcher's id of the trial's job (remote runs), for attach()
 PROGRESS_FILE = "sweeps:progress_file"
 MLFLOW_RUN_ID = "mlflow_run_id"  # the trial's MLflow run, as the trial reported it
@@ -163,10 +168,11 @@ def trial_count(storage: RDBStorage, study_name: str) -> int:
 
 
 def counts_toward_budget(t: FrozenTrial) -> bool:
-    """Finished trials count toward n_trials, except stale and interrupted ones (they run again)."""
+    """Finished trials count toward n_trials, except stale, interrupted and lost ones (they run again)."""
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return t.state == TrialState.FAIL and not (t.user_attrs.get(STALE) or t.user_attrs.get(INTERRUPTED))
+    again = t.user_attrs.get(STALE) or t.user_attrs.get(INTERRUPTED) or t.user_attrs.get(LOST)
+    return t.state == TrialState.FAIL and not again
 
 
 def counted_failure(t: FrozenTrial) -> bool:
@@ -175,48 +181,58 @@ def counted_failure(t: FrozenTrial) -> bool:
 
 def fail_stale_trials(study: optuna.Study, storage: RDBStorage, keep: set[int]) -> list[FrozenTrial]:
     """Trials left RUNNING by a driver that died (except `keep`): mark them FAIL (stale), enqueue their
-    params again."""
+    params again, to continue from the run dir they announced (their checkpoints)."""
     stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number not in keep]
     study_id = storage.get_study_id_from_name(study.study_name)
     for t in stale:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, STALE, True)
         study.tell(t.number, state=TrialState.FAIL)
-        requeue(study, t.params, t.number)
+        requeue(study, t.params, t.number, announced_run_dir(t), t.user_attrs.get(RESUMES, 0))
     return stale
 
 
-def requeue(study: optuna.Study, params: Mapping[str, Any], number: int) -> None:
-    """Queue a trial with the same parameters; the next ask() returns it."""
-    study.enqueue_trial(dict(params), user_attrs={RETRY_OF: number})
+def announced_run_dir(t: FrozenTrial) -> str | None:
+    """The run dir a trial announced: recorded by the driver, else read from its progress file (a driver killed
+    before it read the announcement)."""
+    if t.user_attrs.get(RUN_DIR):
+        return str(t.user_attrs[RUN_DIR])
+    progress = t.user_attrs.get(PROGRESS_FILE)
+    if not progress:
+        return None
+    reader = ProgressReader(Path(progress))
+    reader.read()
+    return reader.run_dir
 
 
-def results(study: optuna.Study, study_name: str, storage_url: str, sweep_dir: Path) -> dict[str, Any]:
-    """The sweep's outcome (trial counts, the best trial or the Pareto front), also saved as
-    optimization_results.yaml in the sweep dir, as hydra-optuna-sweeper does."""
-    from omegaconf import OmegaConf
+def requeue(
+    study: optuna.Study, params: Mapping[str, Any], number: int, run_dir: str | None = None, resumes: int = 0
+) -> None:
+    """Queue a trial with the same parameters, to continue from `run_dir` when it has one; the next ask()
+    returns it."""
+    attrs: dict[str, Any] = {RETRY_OF: number, RESUMES: resumes}
+    if run_dir:
+        attrs[RESUME_FROM] = run_dir
+    study.enqueue_trial(dict(params), user_attrs=attrs)
 
-    trials = study.get_trials(deepcopy=False)
-    states: dict[str, int] = {}
-    for t in trials:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    summary: dict[str, Any] = {
-        "name": "sweeps_optuna",
-        "study_name": study_name,
-        "storage": masked(storage_url),
-        "trials": states,
-    }
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if len(study.directions) > 1:
-        best = study.best_trials if complete else []
-        summary["solutions"] = [{"number": t.number, "params": t.params, "values": t.values} for t in best]
-        log.info(f"Pareto front: {len(best)} trial(s)")
-    elif complete:
-        best_trial: FrozenTrial = study.best_trial
-        summary.update(best_trial=best_trial.number, best_params=best_trial.params, best_value=best_trial.value)
-        log.info(f"Best trial {best_trial.number}: value {best_trial.value}, params {best_trial.params}")
-    else:
-        summary.update(best_trial=None, best_params=None, best_value=None)
-        log.warning("No trial completed")
-    OmegaConf.save(OmegaConf.create(summary), sweep_dir / "optimization_results.yaml")
-    return summary
+
+def run_lost_again(study: optuna.Study, trial: optuna.Trial, run_dir: str | None, error: str, limit: int) -> bool:
+    """A trial whose job was lost (sweeps.launching.LostJob) runs again from its checkpoint, up to `limit` times
+    in a row: failed (tagged lost, not counted), its parameters queued with its run dir. False past the limit."""
+    resumes = int(trial.user_attrs.get(RESUMES, 0))
+    if resumes >= limit:
+        return False
+    trial.set_user_attr(LOST, error[:2000])
+    study.tell(trial, state=TrialState.FAIL)
+    requeue(study, trial.params, trial.number, run_dir, resumes + 1)
+    log.warning(f"Trial {trial.number} lost its job ({error}): queued again to continue from its checkpoint")
+    return True
+
+
+def requeue_interrupted(study: optuna.Study, trial: optuna.Trial, progress: ProgressReader) -> None:
+    """A trial running at Ctrl-C: failed (tagged interrupted, not counted), queued again with the run dir it
+    announced (read from its last progress lines)."""
+    progress.read()
+    trial.set_user_attr(INTERRUPTED, True)
+    study.tell(trial, state=TrialState.FAIL)
+    requeue(study, trial.params, trial.number, progress.run_dir, trial.user_attrs.get(RESUMES, 0))

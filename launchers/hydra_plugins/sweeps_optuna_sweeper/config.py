@@ -94,6 +94,10 @@ class SweepsOptunaSweeperConf:
     # Seconds between reads of the trials' progress files (pruning decisions).
     poll_interval: float = 0.5
 
+    # A trial whose job was lost (its process killed by a signal the sweep did not send) runs again, continuing
+    # from its last checkpoint, up to this many times in a row; then it fails.
+    max_resumes: int = 2
+
 
 ConfigStore.instance().store(
     group="hydra/sweeper",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sweeps.schema.compute import ComputeConfig
 from sweeps.schema.dataset import DatasetConfig
 from sweeps.schema.deploy import AzureOpenAIDeployConfig, DeployConfig, LocalDeployConfig
+from sweeps.schema.early_stopping import EarlyStoppingConfig
 from sweeps.schema.model import ModelConfig
 from sweeps.schema.optimizer import OptimizerConfig
 from sweeps.schema.registry import RegistryConfig
@@ -32,6 +33,7 @@ class Config:
     deploy: DeployConfig = field(default_factory=DeployConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     # Shortcuts, interpolated into the groups (lr=2e-5 is optimizer.lr=2e-5).
     lr: float = 5e-5
     batch_size: int = 8
@@ -50,6 +52,14 @@ class Config:
     packing: bool = True
     # Save the checkpoint and tokenizer in the run dir (checkpoint/).
     save_checkpoint: bool = True
+    # Write the whole training state (weights, optimizer, schedule, every RNG, data position, step, evaluations)
+    # to checkpoints/ in the run dir every this many steps, and at the end; 0: never (the run cannot resume).
+    checkpoint_every: int = 500
+    # Training-state checkpoints kept (the newest; checkpoints/best, with early stopping, apart).
+    checkpoint_keep: int = 2
+    # Continue an interrupted run from its last checkpoint: auto (the newest interrupted run with the same
+    # training config, else a fresh start), a run dir, or an MLflow run id; null: start from step 0.
+    resume: str | None = None
 
 
 def direction_for(objective: str) -> str:
